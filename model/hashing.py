@@ -1,0 +1,41 @@
+"""Feature hashing: a map of feature name -> number with any names becomes a dense vector.
+
+Each name maps to a slot and a sign through a stable hash (BLAKE2b of the UTF-8 name, so the
+mapping is the same in every process and Python version); signed hashing keeps collisions
+unbiased. The name -> (slot, sign) mapping is memoised per hasher, bounded in size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+_MAX_MEMO = 1 << 16
+
+
+class FeatureHasher:
+    def __init__(self, width: int):
+        if width < 1:
+            raise ValueError("input_width must be >= 1")
+        self.width = width
+        self._memo: dict[str, tuple[int, float]] = {}
+
+    def slot(self, name: str) -> tuple[int, float]:
+        hit = self._memo.get(name)
+        if hit is not None:
+            return hit
+        h = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+        hit = (h % self.width, 1.0 if (h >> 63) & 1 else -1.0)
+        if len(self._memo) < _MAX_MEMO:
+            self._memo[name] = hit
+        return hit
+
+    def transform(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        x = np.zeros((len(rows), self.width), dtype=np.float32)
+        for i, feats in enumerate(rows):
+            for name, value in feats.items():
+                j, sign = self.slot(name)
+                x[i, j] += sign * value
+        return x

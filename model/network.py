@@ -1,0 +1,206 @@
+"""The TensorFlow model: hashed features -> (optional hidden layer) -> a linear, logistic or MLP head.
+
+The model is *functional*: its parameters and Adam slots are plain numpy arrays owned by the
+caller (a tenant's TrainerState), and `Learner` holds only compiled TensorFlow functions that
+map arrays to arrays. So one Learner serves every tenant of an operator, engine state is plain
+bytes (no pickled TensorFlow objects), and a tenant's model is reproducible from its bytes.
+
+All TensorFlow work (import, tracing, every call) runs on one dedicated Python thread per
+process (`tf_call`). Hosts that embed CPython and run it from their own threads, such as
+PyFlink's thread mode (PEMJA), create thread states that pybind11's GIL handling does not
+recognise: importing TensorFlow from such a thread deadlocks in `pybind11::get_internals`, and
+calling it crashes the JVM. A thread started by Python's `threading` has a proper thread state;
+the hand-off costs tens of microseconds per micro-batch.
+
+Shapes, in `param_names` order:
+- linear / logistic: w [width, 1], b [1]                  embedding = the hashed input
+- mlp:               w1 [width, hidden], b1 [hidden],      embedding = the hidden activations
+                     w  [hidden, 1],     b  [1]
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from model.device import resolve_device
+
+HEADS = ("linear", "logistic", "mlp")
+
+_tf_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upm-tensorflow")
+_tf_thread_ident: list[int] = []
+
+
+def tf_call(fn, *args):
+    """Run `fn(*args)` on the TensorFlow thread and return its result (re-raising its error)."""
+    if _tf_thread_ident and threading.get_ident() == _tf_thread_ident[0]:
+        return fn(*args)
+    return _tf_executor.submit(_on_tf_thread, fn, args).result()
+
+
+def _on_tf_thread(fn, args):
+    if not _tf_thread_ident:
+        _tf_thread_ident.append(threading.get_ident())
+    return fn(*args)
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    input_width: int = 256
+    head: str = "linear"
+    hidden_units: int = 32
+    seed: int = 0
+    device: str = "auto"
+    jit: str = "auto"  # XLA: auto = on for GPU, off for CPU (measured: per-call overhead wins on CPU)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}")
+        if self.jit not in ("auto", "on", "off"):
+            raise ValueError(f"model.jit must be auto, on or off, got {self.jit!r}")
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("w1", "b1", "w", "b") if self.head == "mlp" else ("w", "b")
+
+    @property
+    def prediction_kind(self) -> str:
+        return "probability" if self.head == "logistic" else "numeric"
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_units if self.head == "mlp" else self.input_width
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_params(cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Deterministic initial parameters (Glorot-uniform hidden layer, zero head)."""
+    rng = np.random.default_rng(cfg.seed)
+    params: dict[str, np.ndarray] = {}
+    fan_in = cfg.input_width
+    if cfg.head == "mlp":
+        limit = np.sqrt(6.0 / (cfg.input_width + cfg.hidden_units))
+        params["w1"] = rng.uniform(-limit, limit, (cfg.input_width, cfg.hidden_units)).astype(np.float32)
+        params["b1"] = np.zeros((cfg.hidden_units,), np.float32)
+        fan_in = cfg.hidden_units
+    params["w"] = np.zeros((fan_in, 1), np.float32)
+    params["b"] = np.zeros((1,), np.float32)
+    return params
+
+
+def init_slots(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    slots = {}
+    for name, p in params.items():
+        slots["m_" + name] = np.zeros_like(p)
+        slots["v_" + name] = np.zeros_like(p)
+    return slots
+
+
+class Learner:
+    """Compiled predict and update steps for one ModelConfig; shared by all tenants."""
+
+    def __init__(self, cfg: ModelConfig):
+        import tensorflow as tf
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        jit = cfg.jit == "on" or (cfg.jit == "auto" and self.device.startswith("/GPU"))
+        self.jit = jit
+        names = cfg.param_names
+        head = cfg.head
+
+        def forward(params, x):
+            if head == "mlp":
+                h = tf.nn.relu(tf.matmul(x, params[0]) + params[1])
+                z = tf.matmul(h, params[2]) + params[3]
+            else:
+                h = x
+                z = tf.matmul(x, params[0]) + params[1]
+            z = tf.squeeze(z, axis=1)
+            return (tf.sigmoid(z) if head == "logistic" else z), z, h
+
+        def loss_fn(params, x, y):
+            pred, z, _ = forward(params, x)
+            if head == "logistic":
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
+            else:
+                loss = tf.reduce_mean(tf.square(pred - y))
+            return loss, pred
+
+        def update(params, ms, vs, step, x, y, lr):
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                loss, pred = loss_fn(params, x, y)
+            grads = tape.gradient(loss, params)
+            t = tf.cast(step + 1, tf.float32)
+            new_p, new_m, new_v = [], [], []
+            for p, m, v, g in zip(params, ms, vs, grads):
+                m = ADAM_B1 * m + (1.0 - ADAM_B1) * g
+                v = ADAM_B2 * v + (1.0 - ADAM_B2) * tf.square(g)
+                m_hat = m / (1.0 - tf.pow(ADAM_B1, t))
+                v_hat = v / (1.0 - tf.pow(ADAM_B2, t))
+                new_p.append(p - lr * m_hat / (tf.sqrt(v_hat) + ADAM_EPS))
+                new_m.append(m)
+                new_v.append(v)
+            return new_p, new_m, new_v, loss, pred
+
+        def predict(params, x):
+            pred, _, h = forward(params, x)
+            return pred, h
+
+        shapes = [tf.TensorSpec(p.shape, tf.float32) for p in init_params(cfg).values()]
+        x_spec = tf.TensorSpec([None, cfg.input_width], tf.float32)
+        y_spec = tf.TensorSpec([None], tf.float32)
+        self._update = tf.function(update, jit_compile=jit, reduce_retracing=True, input_signature=[
+            shapes, shapes, shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
+            tf.TensorSpec([], tf.float32)])
+        self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec])
+        self._names = names
+        self._tf = tf
+
+    def update(self, params: dict, slots: dict, step: int, x: np.ndarray, y: np.ndarray,
+               lr: float) -> tuple[dict, dict, float, np.ndarray]:
+        """One Adam step on a micro-batch. Returns new params, new slots, the batch loss and the
+        predictions made *before* the step (the shadow predictions of test-then-train)."""
+        return tf_call(self._update_now, params, slots, step, x, y, lr)
+
+    def _update_now(self, params, slots, step, x, y, lr):
+        n = self._names
+        with self._tf.device(self.device):
+            p, m, v, loss, pred = self._update(
+                [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
+                np.int64(step), x, y.astype(np.float32), np.float32(lr))
+        new_params = {k: t.numpy() for k, t in zip(n, p)}
+        new_slots = {}
+        for k, mt, vt in zip(n, m, v):
+            new_slots["m_" + k] = mt.numpy()
+            new_slots["v_" + k] = vt.numpy()
+        return new_params, new_slots, float(loss.numpy()), pred.numpy()
+
+    def predict(self, params: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and embeddings (penultimate layer) for a batch of hashed inputs."""
+        return tf_call(self._predict_now, params, x)
+
+    def _predict_now(self, params, x):
+        with self._tf.device(self.device):
+            pred, emb = self._predict([params[k] for k in self._names], x)
+        return pred.numpy(), emb.numpy()
+
+
+_learners: dict[ModelConfig, Learner] = {}
+_lock = threading.Lock()
+
+
+def learner_for(cfg: ModelConfig) -> Learner:
+    """The process-wide Learner of a config (tracing and compiling once per config)."""
+    with _lock:
+        lr = _learners.get(cfg)
+        if lr is None:
+            lr = _learners[cfg] = tf_call(Learner, cfg)
+        return lr

@@ -1,0 +1,132 @@
+"""The UPM streaming job on Apache Flink (PyFlink DataStream API, thread execution mode).
+
+    Files ─► Parse ─► EventTimestamps ─► keyBy(tenant) ─► ReplayBuffer ─► keyBy ─► Trainer
+                │ dead letters                               │ duplicates, late, gaps   │ snapshots
+                ▼                                            ▼                          ▼
+            records/dead_letters                       records/...           SnapshotWriter ─► store
+                                                                                        │
+                         keyBy ─► DriftMonitor (event-time timers) ─► drift_scores, quarantines
+
+Each side output is written as JSON lines by a FileSink under `<output>/records/<type>/`
+(committed on checkpoints; the last checkpoint of a bounded run commits the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink, FileSource,
+                                                       OutputFileConfig, StreamFormat)
+
+from pipelines.options import JobOptions
+from transforms.flink import functions as fn
+
+MAX_PARALLELISM = 128  # key groups: fixed so savepoints restore at any parallelism <= 128
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flink_configuration(opts: JobOptions) -> Configuration:
+    cfg = Configuration()
+    cfg.set_string("python.execution-mode", "thread")
+    cfg.set_string("python.executable", sys.executable)
+    cfg.set_string("rest.bind-address", "127.0.0.1")
+    cfg.set_string("rest.address", "127.0.0.1")
+    cfg.set_string("rest.port", str(opts.rest_port or free_port()))
+    cfg.set_string("taskmanager.numberOfTaskSlots", str(max(1, opts.parallelism)))
+    cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
+    cfg.set_string("restart-strategy.type", "none")
+    cfg.set_string("pipeline.name", opts.job_name)
+    return cfg
+
+
+def prepare_process_env(opts: JobOptions) -> None:
+    """Thread mode loads libpython through the job's interpreter found on PATH (DESIGN §6)."""
+    bindir = os.path.dirname(sys.executable)
+    if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    log_dir = Path(opts.output_dir) / "flink" / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
+
+
+def _file_sink(opts: JobOptions, kind: str) -> FileSink:
+    path = str((opts.records_dir / kind).resolve())
+    return (FileSink.for_row_format(path, Encoder.simple_string_encoder())
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_output_file_config(OutputFileConfig.builder().with_part_prefix(kind)
+                                     .with_part_suffix(".jsonl").build())
+            .build())
+
+
+def _source(env: StreamExecutionEnvironment, opts: JobOptions):
+    paths = [str(Path(p).resolve()) for p in opts.inputs]
+    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths)
+    if opts.follow:
+        builder = builder.monitor_continuously(Duration.of_millis(opts.follow_interval_ms))
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "Files").uid(
+        "files-source")
+
+
+def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
+    """Add the UPM job to `env`."""
+    cfg = opts.config
+    lines = _source(env, opts)
+    parsed = (lines.process(fn.Parse("files", cfg.source.max_features),
+                            output_type=Types.PICKLED_BYTE_ARRAY())
+              .name("Parse").uid("parse"))
+    watermarks = (WatermarkStrategy
+                  .for_bounded_out_of_orderness(Duration.of_millis(cfg.source.out_of_orderness_ms))
+                  .with_idleness(Duration.of_millis(cfg.source.idleness_ms))
+                  .with_timestamp_assigner(fn.EventTime()))
+    timed = parsed.assign_timestamps_and_watermarks(watermarks).name("EventTimestamps").uid(
+        "event-timestamps")
+    released = (timed.key_by(fn.tenant_of, key_type=Types.STRING())
+                .process(fn.ReplayBufferFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
+                .name("ReplayBuffer").uid("replay-buffer"))
+    deltas = (released.key_by(fn.tenant_of, key_type=Types.STRING())
+              .process(fn.TrainerFunction(cfg, opts.shadow_deltas),
+                       output_type=Types.PICKLED_BYTE_ARRAY())
+              .name("Trainer").uid("trainer"))
+    snapshot_records = (deltas.get_side_output(fn.SNAPSHOTS)
+                        .map(fn.SnapshotWriter(opts.snapshot_root, cfg.snapshots.compression),
+                             output_type=Types.STRING())
+                        .name("SnapshotWriter").uid("snapshot-writer"))
+    drift = (deltas.key_by(fn.tenant_of, key_type=Types.STRING())
+             .process(fn.DriftMonitorFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
+             .name("DriftMonitor").uid("drift-monitor"))
+
+    sinks = {
+        "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS)],
+        "duplicates": [released.get_side_output(fn.DUPLICATES)],
+        "late": [released.get_side_output(fn.LATE)],
+        "gaps": [released.get_side_output(fn.GAPS)],
+        "snapshots": [snapshot_records],
+        "drift_scores": [drift.get_side_output(fn.DRIFT_SCORES)],
+        "quarantines": [drift.get_side_output(fn.QUARANTINES)],
+        "stats": [released.get_side_output(fn.STATS), deltas.get_side_output(fn.STATS),
+                  drift.get_side_output(fn.STATS)],
+    }
+    if opts.shadow_deltas:
+        sinks["shadow_deltas"] = [deltas.get_side_output(fn.SHADOW_DELTAS)]
+    for kind, streams in sinks.items():
+        stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
+        stream.sink_to(_file_sink(opts, kind)).name(f"{kind}-sink").uid(f"{kind}-sink")
+
+
+def environment(opts: JobOptions) -> tuple[StreamExecutionEnvironment, Configuration]:
+    prepare_process_env(opts)
+    conf = flink_configuration(opts)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(opts.parallelism)
+    env.set_max_parallelism(MAX_PARALLELISM)
+    return env, conf

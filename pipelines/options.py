@@ -1,0 +1,37 @@
+"""Options of a UPM job run, shared by the engines: where input comes from, where output goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from state.config import UpmConfig
+
+RECORD_TYPES = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "snapshots",
+                "drift_scores", "quarantines", "stats")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    inputs: tuple[str, ...]            # JSON-lines files or directories
+    output_dir: str = "./upm-data"
+    config: UpmConfig = field(default_factory=UpmConfig)
+    parallelism: int = 1
+    shadow_deltas: bool = False
+    follow: bool = False               # monitor directories for new files (unbounded)
+    follow_interval_ms: int = 2000
+    checkpoint_interval_ms: int = 2000
+    rest_port: int = 0                 # 0: pick a free port
+    job_name: str = "upm-stream"
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.output_dir) / "records"
+
+    @property
+    def snapshot_root(self) -> str:
+        """Snapshots go under the output dir unless the config names another base path."""
+        base = self.config.snapshots.base_path
+        if base == UpmConfig().snapshots.base_path:
+            return str(Path(self.output_dir) / "snapshots")
+        return base

@@ -1,0 +1,172 @@
+"""The `upm` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from state.config import SECTIONS, ConfigError, UpmConfig
+
+
+def _add_knob_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("knobs (each also a --config TOML key; see DESIGN §4)")
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            g.add_argument(f"--{section}.{f.name}", dest=f"knob:{section}.{f.name}", metavar="V",
+                           help=f"default {f.default!r}")
+
+
+def _config_from_args(args, base: UpmConfig) -> UpmConfig:
+    cfg = base
+    if args.config:
+        with open(args.config, "rb") as f:
+            import tomllib
+            cfg = UpmConfig.from_dict(tomllib.load(f), cfg)
+    for item in args.set or []:
+        cfg = cfg.with_override(item)
+    for key, value in vars(args).items():
+        if key.startswith("knob:") and value is not None:
+            cfg = cfg.with_override(f"{key[5:]}={value}")
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from runners.embedded import DEMO_SCENARIO, demo_config
+    from state.scenario import generate
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.input:
+        inputs = tuple(args.input)
+        cfg = _config_from_args(args, UpmConfig())
+        expected = None
+    else:
+        spec = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
+                                   windows_per_tenant=args.windows_per_tenant)
+        lines, expected = generate(spec)
+        gen = out / "input" / "generated.jsonl"
+        gen.parent.mkdir(parents=True, exist_ok=True)
+        gen.write_text("\n".join(lines) + "\n")
+        inputs = (str(gen),)
+        cfg = _config_from_args(args, demo_config())
+        print(f"[upm] embedded generator: {spec.tenants} tenants x {spec.windows_per_tenant} "
+              f"windows, {len(lines)} messages (duplicates, out-of-order, late, unlabeled, "
+              f"malformed; concept change for {expected.drift_tenant!r}) -> {gen}", flush=True)
+    if args.engine != "flink":
+        print(f"upm run: engine {args.engine!r} is not available in this build", file=sys.stderr)
+        return 2
+    from pipelines.options import JobOptions
+
+    records = out / "records"
+    if records.exists() and any(records.iterdir()) and not args.append:
+        import shutil
+        shutil.rmtree(records)
+    opts = JobOptions(inputs=inputs, output_dir=str(out), config=cfg, parallelism=args.parallelism,
+                      shadow_deltas=args.shadow_deltas, follow=args.follow)
+    total = sum(_count_lines(p) for p in inputs) if not args.follow else None
+    run_flink(opts, total, quiet=args.quiet)
+    from pipelines.summary import format_table, summarize
+
+    summary = summarize(opts.records_dir)
+    if expected is not None:
+        summary["expected"] = expected.to_dict()
+    print(format_table(summary))
+    if not summary["totals"]["balanced"]:
+        print("[upm] WARNING: the counts do not add up (see 'ok' column)", file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2))
+    print(f"[upm] snapshots in {opts.snapshot_root}, records in {opts.records_dir}")
+    return 0 if summary["totals"]["balanced"] else 1
+
+
+def _count_lines(path: str) -> int:
+    p = Path(path)
+    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            n += sum(1 for _ in fh)
+    return n
+
+
+def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
+    """Run the Flink job on the embedded mini-cluster, printing progress from its REST API."""
+    from pipelines import flink_job, flink_progress
+
+    opts = dataclasses.replace(opts, rest_port=opts.rest_port or flink_job.free_port())
+    env, _ = flink_job.environment(opts)
+    flink_job.build(env, opts)
+    base = f"http://127.0.0.1:{opts.rest_port}"
+    print(f"[upm] Flink mini-cluster: web UI {base}/ (parallelism {opts.parallelism})", flush=True)
+    error: list[BaseException] = []
+
+    def execute():
+        try:
+            env.execute(opts.job_name)
+        except BaseException as e:  # reported below, on the main thread
+            error.append(e)
+
+    t = threading.Thread(target=execute, name="flink-execute", daemon=True)
+    start = time.time()
+    t.start()
+    job_id = None
+    while t.is_alive():
+        t.join(timeout=2.0)
+        if quiet or not t.is_alive():
+            continue
+        job_id = job_id or flink_progress.running_job_id(base)
+        if not job_id:
+            continue
+        try:
+            c = flink_progress.upm_counters(base, job_id)
+        except Exception:
+            continue
+        done = c.get("messages_in", 0)
+        pct = f" ({100.0 * done / total_messages:5.1f}%)" if total_messages else ""
+        print(f"[upm] {time.time() - start:6.1f}s  messages {done}{pct}  trained "
+              f"{c.get('trained', 0)}  duplicates {c.get('duplicates', 0)}  late "
+              f"{c.get('late', 0)}  dead {c.get('dead_letters', 0)}  snapshots "
+              f"{c.get('snapshots_written', 0)}  quarantines {c.get('quarantines', 0)}", flush=True)
+    if error:
+        raise SystemExit(f"upm run: the Flink job failed: {error[0]}")
+    print(f"[upm] job finished in {time.time() - start:.1f}s", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="upm", description="UPM Stream: online training per tenant.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the streaming job (embedded generator by default)")
+    r.add_argument("--engine", default="flink", choices=("flink", "beam"))
+    r.add_argument("--input", action="append", help="JSON-lines file or directory (repeatable)")
+    r.add_argument("--output", default="./upm-data", help="store and records (default ./upm-data)")
+    r.add_argument("--config", help="TOML config file")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a knob")
+    r.add_argument("--parallelism", type=int, default=1)
+    r.add_argument("--summary-json", help="also write the summary as JSON here")
+    r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
+    r.add_argument("--follow", action="store_true", help="watch input directories for new files")
+    r.add_argument("--append", action="store_true", help="keep records of earlier runs")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--tenants", type=int, default=4, help="generator: tenants")
+    r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
+    _add_knob_options(r)
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"upm: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

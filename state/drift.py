@@ -1,0 +1,179 @@
+"""Drift: the score of one shadow comparison, and DriftWindow, the per-tenant rolling-p95 monitor.
+
+DriftWindow keeps one QuantileSketch per sub-window of `evaluation_interval_ms` of event time
+(bounded memory: window_duration / evaluation_interval sketches). The engine sets an event-time
+timer for each sub-window boundary `b` at `b + evaluation_delay_ms` (the delay lets shadow
+deltas that trail the watermark, held by the replay buffer and the trainer's micro-batch, reach
+the monitor first); when it fires, `evaluate(b)` merges the sketches of [b - window_duration, b)
+and returns a DriftScore and, on a state change, one QuarantineRecord (start of an episode) or one
+DriftRecovered (end of it). An episode starts when p95 > drift_threshold with at least
+`sample_size` samples, and ends when p95 <= drift_threshold * recovery_ratio (hysteresis, so a
+p95 hovering at the threshold does not flap).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from state.records import DriftRecovered, DriftScore, QuarantineRecord, ShadowDelta
+from state.sketch import QuantileSketch
+
+
+def drift_score(prediction, truth, kind: str = "numeric", scale: float = 1.0) -> float:
+    """One comparison's score in [0, 1] (DESIGN §3)."""
+    if isinstance(prediction, dict) or isinstance(truth, dict):
+        return _vector_score(dict(prediction), dict(truth))
+    if isinstance(prediction, (list, tuple)) or isinstance(truth, (list, tuple)):
+        return _vector_score(dict(enumerate(prediction)), dict(enumerate(truth)))
+    p, y = float(prediction), float(truth)
+    if kind == "probability":
+        return min(1.0, abs(p - y))
+    return min(1.0, abs(p - y) / scale)
+
+
+def _vector_score(a: dict, b: dict) -> float:
+    keys = set(a) | set(b)
+    dot = sum(float(a.get(k, 0.0)) * float(b.get(k, 0.0)) for k in keys)
+    na = math.sqrt(sum(float(v) ** 2 for v in a.values()))
+    nb = math.sqrt(sum(float(v) ** 2 for v in b.values()))
+    if na == 0.0 and nb == 0.0:
+        return 0.0
+    if na == 0.0 or nb == 0.0:
+        return 0.5
+    cos = max(-1.0, min(1.0, dot / (na * nb)))
+    return (1.0 - cos) / 2.0
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    window_duration_ms: int = 3_600_000
+    drift_threshold: float = 0.2
+    sample_size: int = 1000
+    quarantine_enabled: bool = True
+    evaluation_interval_ms: int = 60_000
+    evaluation_delay_ms: int = 60_000
+    recovery_ratio: float = 0.8
+    relative_accuracy: float = 0.004
+    min_model_version: int = 1
+
+
+@dataclass
+class DriftOutput:
+    scores: list[DriftScore] = field(default_factory=list)
+    quarantines: list[QuarantineRecord] = field(default_factory=list)
+    recoveries: list[DriftRecovered] = field(default_factory=list)
+
+
+class DriftWindow:
+    def __init__(self, tenant_id: str, config: DriftConfig = DriftConfig()):
+        if config.window_duration_ms % config.evaluation_interval_ms:
+            raise ValueError("drift.window_duration_ms must be a multiple of evaluation_interval_ms")
+        self.tenant_id = tenant_id
+        self.config = config
+        self.sub: dict[int, QuantileSketch] = {}  # sub-window index -> sketch
+        self.evaluated_until = -(1 << 62)  # last boundary evaluated
+        self.in_episode = False
+        self.episode_id: str | None = None
+        self.trainer_id = ""
+        self.snapshot_id: str | None = None
+        self.counters = {"samples": 0, "warmup": 0, "too_old": 0, "evaluations": 0, "quarantines": 0,
+                         "recoveries": 0}
+        self.last_p95 = float("nan")
+
+    @property
+    def _width(self) -> int:
+        return self.config.evaluation_interval_ms
+
+    def add(self, delta: ShadowDelta) -> int | None:
+        """Add one comparison. Returns the boundary whose evaluation it belongs to (for the
+        engine to set a timer at `boundary + evaluation_delay_ms`), or None if it is too old."""
+        self.trainer_id = delta.trainer_id or self.trainer_id
+        if delta.snapshot_id:
+            self.snapshot_id = delta.snapshot_id
+        if delta.model_version < self.config.min_model_version:
+            self.counters["warmup"] += 1
+            return None
+        idx = delta.timestamp // self._width
+        boundary = (idx + 1) * self._width
+        if boundary <= self.evaluated_until - self.config.window_duration_ms:
+            self.counters["too_old"] += 1
+            return None
+        self.sub.setdefault(idx, QuantileSketch(self.config.relative_accuracy)).add(
+            delta.drift_score)
+        self.counters["samples"] += 1
+        return boundary
+
+    def timer_time(self, boundary: int) -> int:
+        return boundary + self.config.evaluation_delay_ms
+
+    def boundary_of_timer(self, timer_time: int) -> int:
+        return timer_time - self.config.evaluation_delay_ms
+
+    def evaluate(self, boundary: int) -> DriftOutput:
+        out = DriftOutput()
+        if boundary <= self.evaluated_until:
+            return out
+        self.evaluated_until = boundary
+        start = boundary - self.config.window_duration_ms
+        lo, hi = start // self._width, boundary // self._width
+        merged = QuantileSketch(self.config.relative_accuracy)
+        for idx in [i for i in self.sub if i < lo]:
+            del self.sub[idx]
+        for idx, sk in self.sub.items():
+            if lo <= idx < hi:
+                merged.merge(sk)
+        self.counters["evaluations"] += 1
+        if merged.count == 0:
+            return out
+        p95 = merged.quantile(0.95)
+        self.last_p95 = p95
+        out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
+                                     merged.count, self.config.window_duration_ms))
+        cfg = self.config
+        window_id = f"{self.tenant_id}/{start}-{boundary}"
+        if (not self.in_episode and cfg.quarantine_enabled and merged.count >= cfg.sample_size
+                and p95 > cfg.drift_threshold):
+            self.in_episode = True
+            self.episode_id = window_id
+            self.counters["quarantines"] += 1
+            out.quarantines.append(QuarantineRecord(
+                tenant_id=self.tenant_id, trainer_id=self.trainer_id, drift_window_id=window_id,
+                drift_p95=p95, threshold=cfg.drift_threshold, sample_count=merged.count,
+                recommendation="rollback" if self.snapshot_id else "pause",
+                snapshot_id=self.snapshot_id, quarantined_at=boundary))
+        elif self.in_episode and p95 <= cfg.drift_threshold * cfg.recovery_ratio:
+            self.in_episode = False
+            self.counters["recoveries"] += 1
+            out.recoveries.append(DriftRecovered(
+                tenant_id=self.tenant_id, trainer_id=self.trainer_id, drift_window_id=window_id,
+                drift_p95=p95, threshold=cfg.drift_threshold, sample_count=merged.count,
+                recovered_at=boundary))
+        return out
+
+    # -- engine state ----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "tenant_id": self.tenant_id, "evaluated_until": self.evaluated_until,
+            "in_episode": self.in_episode, "episode_id": self.episode_id,
+            "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
+            "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
+            "sub": {str(k): sk.to_bytes().hex() for k, sk in self.sub.items()},
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: DriftConfig = DriftConfig()) -> "DriftWindow":
+        doc = json.loads(blob)
+        dw = cls(doc["tenant_id"], config)
+        dw.evaluated_until = doc["evaluated_until"]
+        dw.in_episode = doc["in_episode"]
+        dw.episode_id = doc["episode_id"]
+        dw.trainer_id = doc["trainer_id"]
+        dw.snapshot_id = doc["snapshot_id"]
+        dw.counters.update(doc["counters"])
+        dw.last_p95 = float("nan") if doc["last_p95"] is None else doc["last_p95"]
+        dw.sub = {int(k): QuantileSketch.from_bytes(bytes.fromhex(v)) for k, v in doc["sub"].items()}
+        return dw

@@ -1,0 +1,205 @@
+"""ReplayBuffer: the per-tenant state machine that turns an arrival-ordered stream of windows into
+an event-time-ordered one, dropping duplicates and routing late windows. No I/O, no clock.
+
+Time model. Each tenant has its own *frontier*: the largest event time (window_end) seen for it.
+- A window is **held** until the frontier reaches `event_time + release_delay_ms`, then released
+  in event-time order (ties by window_start, window_id). The engine's watermark also releases
+  held windows (`advance(watermark)`), so a tenant that goes quiet is not stuck; at the end of a
+  bounded input the engine watermark reaches +inf and everything held is released.
+- A window whose event time is older than `frontier - late_window_tolerance_ms` is **late**:
+  it is counted and returned for the late output, never trained.
+- A window behind what was already released but within the tolerance is released at once
+  (counted as `reordered`): it is trained, just not in order.
+
+Judging lateness against the tenant's own frontier rather than the engine watermark makes
+the decisions a function of the tenant's own arrival order only, so they do not depend on
+parallelism, on how partitions interleave, or on when an engine emits watermarks.
+
+Dedup guarantee. Every accepted window_id is remembered together with its event time until the
+frontier has moved `late_window_tolerance_ms` past it. A second arrival of a remembered id is a
+duplicate. A second arrival after the id was forgotten is older than the late tolerance, so it is
+late by the rule above. Either way a window is trained at most once, and memory holds only the
+ids of the last `late_window_tolerance_ms` of event time.
+
+Overflow policy. If more than `max_buffer_size` windows are held, the oldest held window is
+released early (counted as `forced`): ordering among released windows is kept, nothing is
+dropped, and memory stays bounded.
+
+Gaps. Released windows of a tenant are expected to tile time (each window_start equals the
+previous window_end). If a released window starts more than `gap_tolerance_ms` after the
+previous one ended, a Gap is emitted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass, field
+
+from state.records import Duplicate, FeatureWindow, Gap, LateWindow
+
+NO_TIME = -(1 << 62)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    max_buffer_size: int = 1000
+    release_delay_ms: int = 5000
+    late_window_tolerance_ms: int = 60000
+    gap_tolerance_ms: int = 0
+
+
+@dataclass
+class ReplayOutput:
+    released: list[FeatureWindow] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    late: list[LateWindow] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+
+    def extend(self, other: "ReplayOutput") -> None:
+        self.released += other.released
+        self.duplicates += other.duplicates
+        self.late += other.late
+        self.gaps += other.gaps
+
+
+COUNTERS = ("received", "duplicates", "late", "released", "reordered", "forced", "gaps")
+
+
+def _order_key(w: FeatureWindow) -> tuple[int, int, str]:
+    return (w.window_end, w.window_start, w.window_id)
+
+
+class ReplayBuffer:
+    def __init__(self, tenant_id: str, config: ReplayConfig = ReplayConfig()):
+        self.tenant_id = tenant_id
+        self.config = config
+        self.frontier = NO_TIME
+        self.released_until: tuple[int, int, str] | None = None  # order key of the last release
+        self.last_end = NO_TIME  # window_end of the last in-order release, for gap detection
+        self.last_id = ""
+        self._held: list[tuple[tuple[int, int, str], FeatureWindow]] = []
+        self._seen: dict[str, int] = {}  # window_id -> event time
+        self._seen_heap: list[tuple[int, str]] = []
+        self.counters = {k: 0 for k in COUNTERS}
+
+    # -- events ----------------------------------------------------------------------------
+
+    def add(self, w: FeatureWindow) -> ReplayOutput:
+        out = ReplayOutput()
+        self.counters["received"] += 1
+        if w.window_id in self._seen:
+            self.counters["duplicates"] += 1
+            out.duplicates.append(Duplicate(self.tenant_id, w.window_id, w.window_end))
+            return out
+        t = w.event_time
+        if self.frontier != NO_TIME and t < self.frontier - self.config.late_window_tolerance_ms:
+            self.counters["late"] += 1
+            out.late.append(LateWindow(self.tenant_id, w.window_id, w.window_end, self.frontier,
+                                       self.frontier - t, w.to_dict()))
+            return out
+        self._remember(w.window_id, t)
+        if self.released_until is not None and _order_key(w) < self.released_until:
+            self.counters["reordered"] += 1
+            self.counters["released"] += 1
+            out.released.append(w)
+        else:
+            heapq.heappush(self._held, (_order_key(w), w))
+        if t > self.frontier:
+            self.frontier = t
+            self._forget_before(t - self.config.late_window_tolerance_ms)
+        out.extend(self._release_until(self.frontier - self.config.release_delay_ms))
+        while len(self._held) > self.config.max_buffer_size:
+            self.counters["forced"] += 1
+            out.extend(self._release_one())
+        return out
+
+    def advance(self, watermark: int) -> ReplayOutput:
+        """The engine's watermark passed `watermark`: release what it makes safe to release."""
+        return self._release_until(watermark - self.config.release_delay_ms)
+
+    def flush(self) -> ReplayOutput:
+        """Release everything held (end of a bounded input)."""
+        out = ReplayOutput()
+        while self._held:
+            out.extend(self._release_one())
+        return out
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    @property
+    def remembered(self) -> int:
+        return len(self._seen)
+
+    def next_release_time(self) -> int | None:
+        """Event time at which the earliest held window becomes releasable by the watermark."""
+        if not self._held:
+            return None
+        return self._held[0][0][0] + self.config.release_delay_ms
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _remember(self, window_id: str, t: int) -> None:
+        self._seen[window_id] = t
+        heapq.heappush(self._seen_heap, (t, window_id))
+
+    def _forget_before(self, horizon: int) -> None:
+        heap = self._seen_heap
+        while heap and heap[0][0] < horizon:
+            t, wid = heapq.heappop(heap)
+            if self._seen.get(wid) == t:
+                del self._seen[wid]
+
+    def _release_until(self, limit: int) -> ReplayOutput:
+        out = ReplayOutput()
+        while self._held and self._held[0][0][0] <= limit:
+            out.extend(self._release_one())
+        return out
+
+    def _release_one(self) -> ReplayOutput:
+        out = ReplayOutput()
+        key, w = heapq.heappop(self._held)
+        if self.last_end != NO_TIME and w.window_start > self.last_end + self.config.gap_tolerance_ms:
+            self.counters["gaps"] += 1
+            out.gaps.append(Gap(self.tenant_id, self.last_end, w.window_start,
+                                w.window_start - self.last_end, self.last_id, w.window_id))
+        self.last_end = max(self.last_end, w.window_end)
+        self.last_id = w.window_id
+        self.released_until = key
+        self.counters["released"] += 1
+        out.released.append(w)
+        return out
+
+    # -- engine state ----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "tenant_id": self.tenant_id,
+            "frontier": self.frontier,
+            "released_until": list(self.released_until) if self.released_until else None,
+            "last_end": self.last_end,
+            "last_id": self.last_id,
+            "held": [w.to_dict() for _, w in self._held],
+            "seen": [[wid, t] for wid, t in self._seen.items()],
+            "counters": self.counters,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: ReplayConfig = ReplayConfig()) -> "ReplayBuffer":
+        doc = json.loads(blob)
+        rb = cls(doc["tenant_id"], config)
+        rb.frontier = doc["frontier"]
+        rb.released_until = tuple(doc["released_until"]) if doc["released_until"] else None
+        rb.last_end = doc["last_end"]
+        rb.last_id = doc["last_id"]
+        rb._held = [(_order_key(w), w) for w in map(FeatureWindow.from_dict, doc["held"])]
+        heapq.heapify(rb._held)
+        for wid, t in doc["seen"]:
+            rb._remember(wid, t)
+        rb.counters.update(doc["counters"])
+        return rb

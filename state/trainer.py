@@ -1,0 +1,246 @@
+"""TrainerState: one tenant's model, trained test-then-train on micro-batches. No I/O, no clock.
+
+Windows arrive in event-time order from the ReplayBuffer. A window with a label joins the
+current micro-batch; one without waits (bounded) for its Feedback, and a Feedback that arrives
+before its window waits (bounded) for the window. When the batch holds `batch_size` windows, or
+reaching `snapshot_interval` trained windows needs fewer, the batch is *tested* (shadow
+predictions by the current weights, one ShadowDelta per window) and then *trained* (one Adam
+step). Every `snapshot_interval` trained windows a Snapshot is cut. While paused, batches are
+scored (ShadowDeltas still flow, so drift is still watched) but not trained.
+
+Accounting per tenant: every window handed to `on_window` ends up in exactly one of
+`trained`, `paused_skipped`, `awaiting_label` (still held), `label_expired` (evicted when the
+waiting room overflowed), or the current `batch` (until the next step or `flush`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from model.hashing import FeatureHasher
+from model.network import ModelConfig, init_params, init_slots, learner_for
+from model.snapshot import Snapshot, decode, encode, snapshot_id_for
+from state.drift import drift_score
+from state.records import FeatureWindow, Feedback, ShadowDelta
+
+MODES = ("shadow", "canary", "active", "backfill")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    snapshot_interval: int = 1000
+    learning_rate: float = 0.001
+    batch_size: int = 32
+    mode: str = "shadow"
+    max_pending_labels: int = 10_000
+    drift_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"trainer.mode must be one of {MODES}, got {self.mode!r}")
+
+
+@dataclass
+class TrainerOutput:
+    deltas: list[ShadowDelta] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+    def extend(self, other: "TrainerOutput") -> None:
+        self.deltas += other.deltas
+        self.snapshots += other.snapshots
+
+
+COUNTERS = ("windows", "trained", "paused_skipped", "label_expired", "feedback",
+            "feedback_unmatched", "feedback_duplicate", "steps")
+
+_hashers: dict[int, FeatureHasher] = {}
+
+
+def _hasher(width: int) -> FeatureHasher:
+    h = _hashers.get(width)
+    if h is None:
+        h = _hashers[width] = FeatureHasher(width)
+    return h
+
+
+class TrainerState:
+    def __init__(self, tenant_id: str, model: ModelConfig = ModelConfig(),
+                 config: TrainerConfig = TrainerConfig(), trainer_id: str | None = None):
+        self.tenant_id = tenant_id
+        self.trainer_id = trainer_id or f"{tenant_id}-trainer"
+        self.model = model
+        self.config = config
+        self.params = init_params(model)
+        self.slots = init_slots(self.params)
+        self.step = 0
+        self.version = 0
+        self.last_snapshot_id: str | None = None
+        self.since_snapshot = 0
+        self.range_start: int | None = None
+        self.range_end: int | None = None
+        self.last_loss = float("nan")
+        self.paused = False
+        self.batch: list[FeatureWindow] = []
+        self.awaiting: OrderedDict[str, FeatureWindow] = OrderedDict()
+        self.early_labels: OrderedDict[str, float] = OrderedDict()
+        self.counters = {k: 0 for k in COUNTERS}
+
+    # -- events ----------------------------------------------------------------------------
+
+    def on_window(self, w: FeatureWindow) -> TrainerOutput:
+        self.counters["windows"] += 1
+        if w.label is None:
+            label = self.early_labels.pop(w.window_id, None)
+            if label is None:
+                self.awaiting[w.window_id] = w
+                while len(self.awaiting) > self.config.max_pending_labels:
+                    self.awaiting.popitem(last=False)
+                    self.counters["label_expired"] += 1
+                return TrainerOutput()
+            w = w.with_label(label)
+        return self._enqueue(w)
+
+    def on_feedback(self, fb: Feedback) -> TrainerOutput:
+        self.counters["feedback"] += 1
+        w = self.awaiting.pop(fb.window_id, None)
+        if w is not None:
+            return self._enqueue(w.with_label(fb.label))
+        if fb.window_id in self.early_labels:
+            self.counters["feedback_duplicate"] += 1
+            return TrainerOutput()
+        self.counters["feedback_unmatched"] += 1
+        self.early_labels[fb.window_id] = fb.label
+        while len(self.early_labels) > self.config.max_pending_labels:
+            self.early_labels.popitem(last=False)
+        return TrainerOutput()
+
+    def flush(self) -> TrainerOutput:
+        """Train the partial batch now (end of input, or the tenant went quiet)."""
+        return self._step() if self.batch else TrainerOutput()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def trained(self) -> int:
+        return self.counters["trained"]
+
+    @property
+    def pending(self) -> int:
+        """Windows not trained for want of a label: still waiting, or evicted while waiting."""
+        return len(self.awaiting) + self.counters["label_expired"]
+
+    def predict(self, rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        x = _hasher(self.model.input_width).transform(rows)
+        return learner_for(self.model).predict(self.params, x)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
+        self.batch.append(w)
+        to_boundary = self.config.snapshot_interval - self.since_snapshot
+        if len(self.batch) >= min(self.config.batch_size, to_boundary):
+            return self._step()
+        return TrainerOutput()
+
+    def _step(self) -> TrainerOutput:
+        batch, self.batch = self.batch, []
+        out = TrainerOutput()
+        x = _hasher(self.model.input_width).transform([w.features for w in batch])
+        y = np.array([w.label for w in batch], dtype=np.float32)
+        learner = learner_for(self.model)
+        if self.paused:
+            preds, _ = learner.predict(self.params, x)
+            self.counters["paused_skipped"] += len(batch)
+        else:
+            self.params, self.slots, loss, preds = learner.update(
+                self.params, self.slots, self.step, x, y, self.config.learning_rate)
+            self.step += 1
+            self.counters["steps"] += 1
+            self.counters["trained"] += len(batch)
+            self.last_loss = loss
+            self.since_snapshot += len(batch)
+            if self.range_start is None:
+                self.range_start = batch[0].window_start
+            self.range_end = max(self.range_end or 0, max(w.window_end for w in batch))
+        kind = self.model.prediction_kind
+        for w, p in zip(batch, preds.tolist()):
+            out.deltas.append(ShadowDelta(
+                tenant_id=self.tenant_id, trainer_id=self.trainer_id, prediction_id=w.window_id,
+                shadow_prediction=p, ground_truth=w.label,
+                drift_score=drift_score(p, w.label, kind, self.config.drift_scale),
+                timestamp=w.event_time, model_version=self.version,
+                snapshot_id=self.last_snapshot_id))
+        if self.since_snapshot >= self.config.snapshot_interval:
+            out.snapshots.append(self._cut_snapshot())
+        return out
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {**self.params, **{"slot_" + k: v for k, v in self.slots.items()}}
+
+    def _cut_snapshot(self) -> Snapshot:
+        self.version += 1
+        sid = snapshot_id_for(self.tenant_id, self.version)
+        manifest = {
+            "snapshot_id": sid, "tenant_id": self.tenant_id, "trainer_id": self.trainer_id,
+            "version": self.version, "mode": self.config.mode, "model": self.model.to_dict(),
+            "window_start": self.range_start, "window_end": self.range_end,
+            "created_at": self.range_end, "windows_trained": self.counters["trained"],
+            "windows_in_snapshot": self.since_snapshot, "steps": self.step,
+            "metrics": {"loss": self.last_loss}, "parent_snapshot_id": self.last_snapshot_id,
+        }
+        snap = Snapshot(manifest=manifest, arrays=self._arrays())
+        self.last_snapshot_id = sid
+        self.since_snapshot = 0
+        self.range_start = None
+        return snap
+
+    # -- engine state ----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        meta = {
+            "tenant_id": self.tenant_id, "trainer_id": self.trainer_id, "model": asdict(self.model),
+            "config": asdict(self.config), "step": self.step, "version": self.version,
+            "last_snapshot_id": self.last_snapshot_id, "since_snapshot": self.since_snapshot,
+            "range_start": self.range_start, "range_end": self.range_end,
+            "last_loss": None if np.isnan(self.last_loss) else self.last_loss,
+            "paused": self.paused, "counters": self.counters,
+            "batch": [w.to_dict() for w in self.batch],
+            "awaiting": [w.to_dict() for w in self.awaiting.values()],
+            "early_labels": list(self.early_labels.items()),
+        }
+        return encode(Snapshot(manifest={"trainer_state": meta}, arrays=self._arrays()), "none").data
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "TrainerState":
+        snap = decode(blob, None)
+        meta, arrays = snap.manifest["trainer_state"], snap.arrays
+        ts = cls(meta["tenant_id"], ModelConfig(**meta["model"]), TrainerConfig(**meta["config"]),
+                 meta["trainer_id"])
+        ts.params = {k: arrays[k] for k in ts.model.param_names}
+        ts.slots = {k[len("slot_"):]: arrays[k] for k in arrays if k.startswith("slot_")}
+        for k in ("step", "version", "last_snapshot_id", "since_snapshot", "range_start",
+                  "range_end", "paused"):
+            setattr(ts, k, meta[k])
+        ts.last_loss = float("nan") if meta["last_loss"] is None else meta["last_loss"]
+        ts.counters.update(meta["counters"])
+        ts.batch = [FeatureWindow.from_dict(d) for d in meta["batch"]]
+        ts.awaiting = OrderedDict((d["window_id"], FeatureWindow.from_dict(d)) for d in meta["awaiting"])
+        ts.early_labels = OrderedDict((k, v) for k, v in meta["early_labels"])
+        return ts
+
+    def load_snapshot(self, snap: Snapshot) -> None:
+        """Warm start from a snapshot: weights, optimizer slots and the version sequence."""
+        self.params = {k: snap.arrays[k] for k in self.model.param_names}
+        self.slots = {k[len("slot_"):]: v for k, v in snap.arrays.items() if k.startswith("slot_")}
+        self.version = int(snap.manifest["version"])
+        self.last_snapshot_id = snap.manifest["snapshot_id"]
+        self.step = int(snap.manifest.get("steps", 0))

@@ -1,0 +1,294 @@
+"""PyFlink functions of the UPM job. Each is a thin translation: Flink keyed state holds the core
+object's bytes, Flink event-time timers call the core's time methods, and the core's outputs
+become the main output or side outputs (JSON lines). All logic lives in `state/`.
+
+Elements between operators are `(kind, record)` tuples (kind is "window" or "feedback") or
+core records, pickled by PyFlink.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pyflink.common import Types
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import (KeyedProcessFunction, MapFunction, ProcessFunction,
+                                          RuntimeContext)
+from pyflink.datastream.state import ValueStateDescriptor
+
+from model.snapshot import encode
+from model.store import open_store
+from state.config import UpmConfig
+from state.drift import DriftWindow
+from state.parse import dead_letter, parse_message
+from state.records import Feedback, SnapshotRecord
+from state.replay import ReplayBuffer
+from state.trainer import TrainerState
+
+END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
+
+# One side output per record type; all carry JSON text.
+DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())
+DUPLICATES = OutputTag("duplicates", Types.STRING())
+LATE = OutputTag("late", Types.STRING())
+GAPS = OutputTag("gaps", Types.STRING())
+SHADOW_DELTAS = OutputTag("shadow_deltas", Types.STRING())
+SNAPSHOTS = OutputTag("snapshots", Types.PICKLED_BYTE_ARRAY())
+DRIFT_SCORES = OutputTag("drift_scores", Types.STRING())
+QUARANTINES = OutputTag("quarantines", Types.STRING())
+STATS = OutputTag("stats", Types.STRING())
+
+
+def _stats(operator: str, tenant: str, counters: dict, **extra) -> str:
+    return json.dumps({"event": "upm.tenant.stats", "operator": operator, "tenant_id": tenant,
+                       "counters": counters, **extra}, allow_nan=False, default=str)
+
+
+class Parse(ProcessFunction):
+    """JSON text -> ("window"|"feedback", record); anything bad -> DeadLetter side output."""
+
+    def __init__(self, source_name: str, max_features: int):
+        self.source_name = source_name
+        self.max_features = max_features
+
+    def open(self, runtime_context: RuntimeContext):
+        g = runtime_context.get_metrics_group().add_group("upm")
+        self.m_in = g.counter("messages_in")
+        self.m_dead = g.counter("dead_letters")
+
+    def process_element(self, value, ctx):
+        self.m_in.inc()
+        parsed = parse_message(value, self.max_features)
+        if parsed.ok:
+            rec = parsed.record
+            yield ("feedback" if isinstance(rec, Feedback) else "window", rec)
+        else:
+            self.m_dead.inc()
+            yield DEAD_LETTERS, dead_letter(value, parsed.reason, self.source_name,
+                                            int(time.time() * 1000)).to_json()
+
+
+class EventTime(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp) -> int:
+        return value[1].event_time
+
+
+def tenant_of(value) -> str:
+    return value[1].tenant_id if isinstance(value, tuple) else value.tenant_id
+
+
+class _Keyed(KeyedProcessFunction):
+    """Shared plumbing: one bytes ValueState per key holding a core object."""
+
+    state_name = ""
+
+    def __init__(self, config: UpmConfig):
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext):
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY()))
+        self.metrics = runtime_context.get_metrics_group().add_group("upm")
+
+    def _load(self, tenant: str):
+        blob = self.state.value()
+        return self.from_bytes(blob, self.config.for_tenant(tenant)) if blob else self.new(
+            tenant, self.config.for_tenant(tenant))
+
+    def _save(self, obj) -> None:
+        self.state.update(obj.to_bytes())
+
+
+class ReplayBufferFunction(_Keyed):
+    state_name = "replay_buffer"
+
+    def new(self, tenant, cfg):
+        return ReplayBuffer(tenant, cfg.replay)
+
+    def from_bytes(self, blob, cfg):
+        return ReplayBuffer.from_bytes(blob, cfg.replay)
+
+    def open(self, runtime_context):
+        super().open(runtime_context)
+        self.c = {k: self.metrics.counter(k) for k in
+                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in")}
+
+    def process_element(self, value, ctx):
+        kind, rec = value
+        if kind == "feedback":
+            self.c["feedback_in"].inc()
+            yield value
+            return
+        rb = self._load(rec.tenant_id)
+        if rb.counters["received"] == 0:
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+        self.c["windows_in"].inc()
+        out = rb.add(rec)
+        nxt = rb.next_release_time()
+        if nxt is not None:
+            ctx.timer_service().register_event_time_timer(nxt)
+        self._save(rb)
+        yield from self._emit(out)
+
+    def on_timer(self, timestamp, ctx):
+        rb = self._load(ctx.get_current_key())
+        out = rb.flush() if timestamp == END_OF_INPUT else rb.advance(timestamp)
+        self._save(rb)
+        yield from self._emit(out)
+        if timestamp == END_OF_INPUT:
+            yield STATS, _stats("replay", rb.tenant_id, rb.counters, held=rb.held)
+
+    def _emit(self, out):
+        for d in out.duplicates:
+            self.c["duplicates"].inc()
+            yield DUPLICATES, d.to_json()
+        for late in out.late:
+            self.c["late"].inc()
+            yield LATE, late.to_json()
+        for g in out.gaps:
+            self.c["gaps"].inc()
+            yield GAPS, g.to_json()
+        for w in out.released:
+            self.c["released"].inc()
+            yield ("window", w)
+
+
+class TrainerFunction(_Keyed):
+    """Test-then-train per tenant. Main output: ShadowDeltas (for the DriftMonitor)."""
+
+    state_name = "trainer"
+
+    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool):
+        super().__init__(config)
+        self.emit_shadow_deltas = emit_shadow_deltas
+
+    def new(self, tenant, cfg):
+        return TrainerState(tenant, cfg.model, cfg.trainer)
+
+    def from_bytes(self, blob, cfg):
+        return TrainerState.from_bytes(blob)
+
+    def open(self, runtime_context):
+        super().open(runtime_context)
+        self.c = {k: self.metrics.counter(k) for k in ("trained", "snapshots", "steps")}
+        self.loss = 0.0
+        self.version = 0
+        self.metrics.gauge("loss_micro", lambda: int(self.loss * 1e6))
+        self.metrics.gauge("snapshot_version", lambda: self.version)
+
+    def process_element(self, value, ctx):
+        kind, rec = value
+        ts = self._load(rec.tenant_id)
+        if ts.counters["windows"] == 0 and ts.counters["feedback"] == 0:
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+        before = ts.trained
+        out = ts.on_feedback(rec) if kind == "feedback" else ts.on_window(rec)
+        self._save(ts)
+        yield from self._emit(ts, out, before)
+
+    def on_timer(self, timestamp, ctx):
+        ts = self._load(ctx.get_current_key())
+        before = ts.trained
+        out = ts.flush()
+        self._save(ts)
+        yield from self._emit(ts, out, before)
+        yield STATS, _stats("trainer", ts.tenant_id, ts.counters, pending=ts.pending,
+                            awaiting_label=len(ts.awaiting), version=ts.version,
+                            last_snapshot_id=ts.last_snapshot_id,
+                            loss=None if ts.last_loss != ts.last_loss else ts.last_loss)
+
+    def _emit(self, ts, out, before):
+        if ts.trained != before:
+            self.c["trained"].inc(ts.trained - before)
+            self.c["steps"].inc()
+            self.loss = ts.last_loss
+        for d in out.deltas:
+            if self.emit_shadow_deltas:
+                yield SHADOW_DELTAS, d.to_json()
+            yield d
+        for snap in out.snapshots:
+            self.c["snapshots"].inc()
+            self.version = snap.manifest["version"]
+            yield SNAPSHOTS, snap
+
+
+class SnapshotWriter(MapFunction):
+    """Encode a Snapshot, write it to the store (create-only, idempotent), emit its record."""
+
+    def __init__(self, store_location: str, compression: str):
+        self.store_location = store_location
+        self.compression = compression
+
+    def open(self, runtime_context: RuntimeContext):
+        self.store = open_store(self.store_location)
+        g = runtime_context.get_metrics_group().add_group("upm")
+        self.written = g.counter("snapshots_written")
+        self.bytes = g.counter("snapshot_bytes")
+        self.last_written_ms = 0
+        g.gauge("snapshot_freshness_ms",
+                lambda: int(time.time() * 1000) - self.last_written_ms if self.last_written_ms else -1)
+
+    def map(self, snap):
+        m = snap.manifest
+        enc = encode(snap, self.compression)
+        stored = self.store.write_snapshot(m["tenant_id"], m["snapshot_id"], enc)
+        self.written.inc()
+        self.bytes.inc(enc.size_bytes)
+        self.last_written_ms = int(time.time() * 1000)
+        return SnapshotRecord(
+            snapshot_id=m["snapshot_id"], tenant_id=m["tenant_id"], trainer_id=m["trainer_id"],
+            version=m["version"], mode=m["mode"], created_at=m["created_at"],
+            window_start=m["window_start"], window_end=m["window_end"],
+            windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
+            sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
+            compression=stored.compression, signature=None,
+            parent_snapshot_id=m["parent_snapshot_id"]).to_json()
+
+
+class DriftMonitorFunction(_Keyed):
+    """Rolling p95 per tenant, evaluated on event-time timers at each sub-window boundary."""
+
+    state_name = "drift_window"
+
+    def new(self, tenant, cfg):
+        return DriftWindow(tenant, cfg.drift)
+
+    def from_bytes(self, blob, cfg):
+        return DriftWindow.from_bytes(blob, cfg.drift)
+
+    def open(self, runtime_context):
+        super().open(runtime_context)
+        self.c = {k: self.metrics.counter(k) for k in ("deltas", "quarantines", "recoveries")}
+        self.p95 = 0.0
+        self.metrics.gauge("drift_p95_micro", lambda: int(self.p95 * 1e6))
+
+    def process_element(self, delta, ctx):
+        dw = self._load(delta.tenant_id)
+        if dw.counters["samples"] + dw.counters["warmup"] == 0:
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+        self.c["deltas"].inc()
+        boundary = dw.add(delta)
+        if boundary is not None:
+            ctx.timer_service().register_event_time_timer(dw.timer_time(boundary))
+        self._save(dw)
+        return iter(())
+
+    def on_timer(self, timestamp, ctx):
+        dw = self._load(ctx.get_current_key())
+        if timestamp != END_OF_INPUT:
+            out = dw.evaluate(dw.boundary_of_timer(timestamp))
+            self._save(dw)
+            for s in out.scores:
+                self.p95 = s.drift_p95
+                yield DRIFT_SCORES, s.to_json()
+            for q in out.quarantines:
+                self.c["quarantines"].inc()
+                yield QUARANTINES, q.to_json()
+            for r in out.recoveries:
+                self.c["recoveries"].inc()
+                yield QUARANTINES, r.to_json()
+        else:
+            yield STATS, _stats("drift", dw.tenant_id, dw.counters, in_episode=dw.in_episode,
+                                drift_p95=None if dw.last_p95 != dw.last_p95 else dw.last_p95)
