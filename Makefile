@@ -1,0 +1,42 @@
+# Two runtimes, one environment each (DESIGN §6): never install both into one venv.
+PYTHON ?= python3.11
+FLINK := .venv-flink
+BEAM := .venv-beam
+PIP_PIN := pip==24.3.1
+
+.PHONY: run test test-core test-flink flink-env beam-env bench clean
+
+run: flink-env
+	$(FLINK)/bin/upm run
+
+test: flink-env beam-env
+	$(BEAM)/bin/python -m pytest -q tests/core
+	$(FLINK)/bin/python -m pytest -q tests/core
+	$(FLINK)/bin/python -m pytest -q tests/flink
+
+test-core: flink-env
+	$(FLINK)/bin/python -m pytest -q tests/core
+
+test-flink: flink-env
+	$(FLINK)/bin/python -m pytest -q tests/flink
+
+bench: flink-env
+	$(FLINK)/bin/python bench/throughput.py
+
+flink-env: $(FLINK)/.installed
+beam-env: $(BEAM)/.installed
+
+$(FLINK)/.installed: pyproject.toml constraints/flink.txt
+	$(PYTHON) -m venv $(FLINK)
+	$(FLINK)/bin/python -m pip install -q $(PIP_PIN)
+	$(FLINK)/bin/python -m pip install -q -c constraints/flink.txt -e '.[flink,dev]'
+	touch $@
+
+$(BEAM)/.installed: pyproject.toml constraints/beam.txt
+	$(PYTHON) -m venv $(BEAM)
+	$(BEAM)/bin/python -m pip install -q $(PIP_PIN)
+	$(BEAM)/bin/python -m pip install -q -c constraints/beam.txt -e '.[beam,dev]'
+	touch $@
+
+clean:
+	rm -rf $(FLINK) $(BEAM) upm-data
