@@ -1,1 +1,2 @@
-"""placeholder"""
+"""Layer 1: the ML model and its lifecycle: feature hashing, the functional TensorFlow model and
+its update step, device choice, the snapshot format (codec, manifest, sha256) and snapshot stores."""

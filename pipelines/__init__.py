@@ -1,1 +1,2 @@
-"""placeholder"""
+"""Layer 4: whole jobs assembled from transforms (the Flink streaming job, the engine-free local
+reference run), their options, progress watching and the end-of-run summary."""

@@ -46,6 +46,7 @@ def flink_configuration(opts: JobOptions) -> Configuration:
     cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
     cfg.set_string("restart-strategy.type", "none")
     cfg.set_string("pipeline.name", opts.job_name)
+    cfg.set_string("metrics.fetcher.update-interval", "1000")  # fresher progress in the UI/CLI
     return cfg
 
 

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""PyFlink adapters: Parse, ReplayBuffer, Trainer, SnapshotWriter and DriftMonitor functions."""

@@ -1,0 +1,136 @@
+"""The streaming job on a real Flink mini-cluster (PyFlink, thread mode), driven through
+`upm run` exactly as a user would: one scenario file, run at parallelism 1 and 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.snapshot import encode
+from model.store import LocalSnapshotStore
+from pipelines.local_job import run_local
+from pipelines.summary import read_records
+from runners.embedded import DEMO_PROFILE
+from state.config import UpmConfig
+from state.scenario import ScenarioSpec, generate
+
+SPEC = ScenarioSpec(tenants=3, windows_per_tenant=2000, seed=21)
+COUNT_KEYS = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending", "gaps")
+
+
+def toml(profile: dict) -> str:
+    out = []
+    for section, values in profile.items():
+        out.append(f"[{section}]")
+        out += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scenario")
+    lines, expected = generate(SPEC)
+    (d / "windows.jsonl").write_text("\n".join(lines) + "\n")
+    (d / "upm.toml").write_text(toml(DEMO_PROFILE))
+    return d, lines, expected
+
+
+def run_job(scenario, parallelism):
+    d, _, _ = scenario
+    out = d / f"out-p{parallelism}"
+    cmd = [sys.executable, "-m", "runners.cli", "run", "--input", str(d / "windows.jsonl"),
+           "--output", str(out), "--config", str(d / "upm.toml"), "--parallelism",
+           str(parallelism), "--summary-json", str(out / "summary.json"), "--shadow-deltas"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text()), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def p1(scenario):
+    return run_job(scenario, 1)
+
+
+@pytest.fixture(scope="module")
+def p2(scenario):
+    return run_job(scenario, 2)
+
+
+def test_counts_match_the_scenario_exactly(scenario, p1):
+    _, _, expected = scenario
+    _, summary, stdout = p1
+    for tenant, exp in expected.tenants.items():
+        got = summary["tenants"][tenant]
+        assert {k: got[k] for k in COUNT_KEYS} == {k: exp[k] for k in COUNT_KEYS}, tenant
+        assert got["balanced"]
+    tot, exp_tot = summary["totals"], expected.totals()
+    assert tot["windows_in"] == exp_tot["windows_in"]
+    assert tot["dead_letters"] == exp_tot["dead_letters"]
+    assert tot["unattributed_dead_letters"] == expected.unattributed_dead_letters
+    assert tot["balanced"]
+    assert "TOTAL" in stdout and "messages" in stdout  # summary table and progress were shown
+
+
+def test_records_on_the_sinks(scenario, p1):
+    _, _, expected = scenario
+    out, summary, _ = p1
+    rec = out / "records"
+    dead = read_records(rec, "dead_letters")
+    assert len(dead) == expected.totals()["dead_letters"]
+    assert all(d["event"] == "upm.dead_letter" and d["reason"] and d["raw"] for d in dead)
+    assert len(read_records(rec, "duplicates")) == expected.totals()["duplicates"]
+    late = read_records(rec, "late")
+    assert len(late) == expected.totals()["late"] and all(r["delay_ms"] > 60_000 for r in late)
+    deltas = read_records(rec, "shadow_deltas")
+    assert len(deltas) == expected.totals()["trained"]
+    assert read_records(rec, "drift_scores")
+
+
+def test_drifted_tenant_gets_exactly_one_quarantine(scenario, p1):
+    _, _, expected = scenario
+    out, summary, _ = p1
+    q = [r for r in read_records(out / "records", "quarantines")
+         if r["event"] == "ai.upm.drift.quarantine"]
+    assert [r["tenant_id"] for r in q] == [expected.drift_tenant]
+    assert q[0]["drift_p95"] > q[0]["threshold"] == 0.2
+    assert q[0]["sample_count"] >= DEMO_PROFILE["drift"]["sample_size"]
+    assert q[0]["snapshot_id"].startswith(expected.drift_tenant + "-v")
+    for tenant in expected.tenants:
+        assert summary["tenants"][tenant]["quarantines"] == (tenant == expected.drift_tenant)
+
+
+def test_every_snapshot_reverifies_from_the_store(p1):
+    out, summary, _ = p1
+    records = read_records(out / "records", "snapshots")
+    store = LocalSnapshotStore(out / "snapshots")
+    assert records
+    for r in records:
+        snap = store.read_snapshot(r["uri"], r["sha256"])
+        assert snap.manifest["version"] == r["version"]
+        assert r["size_bytes"] == len(store.get_bytes(r["uri"])) and r["compression"] == "zstd"
+    for tenant, t in summary["tenants"].items():
+        versions = sorted(r["version"] for r in records if r["tenant_id"] == tenant)
+        assert versions == list(range(1, t["trained"] // 500 + 1))
+
+
+def test_flink_matches_the_engine_free_core_bit_for_bit(scenario, p1):
+    _, lines, _ = scenario
+    out, _, _ = p1
+    local = run_local(lines, UpmConfig.from_dict(DEMO_PROFILE))
+    flink = {r["snapshot_id"]: r["sha256"] for r in read_records(out / "records", "snapshots")}
+    core = {s.snapshot_id: encode(s, "zstd").sha256
+            for t in local.tenants.values() for s in t.snapshots}
+    assert flink == core
+
+
+def test_parallelism_two_gives_the_same_per_tenant_results(p1, p2):
+    (out1, s1, _), (out2, s2, _) = p1, p2
+    keys = (*COUNT_KEYS, "snapshots", "last_version", "last_sha256", "quarantines")
+    for tenant in s1["tenants"]:
+        assert {k: s2["tenants"][tenant][k] for k in keys} == {
+            k: s1["tenants"][tenant][k] for k in keys}, tenant
+    snaps = lambda out: sorted((r["snapshot_id"], r["sha256"])
+                               for r in read_records(out / "records", "snapshots"))
+    assert snaps(out1) == snaps(out2)
