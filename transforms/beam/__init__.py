@@ -1,1 +1,2 @@
-"""Apache Beam adapters (stateful DoFns with timers) around the same core objects."""
+"""Apache Beam adapters (stateful DoFns with event-time timers) around the core objects; the
+Beam issue fills this package, nothing here is used yet."""

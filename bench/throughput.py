@@ -1,0 +1,99 @@
+"""Throughput of the UPM job: the engine-free core alone and the whole Flink job, on the
+built-in generator, with ratios against a baseline measured in the same run.
+
+    .venv-flink/bin/python bench/throughput.py [--tenants 4] [--windows-per-tenant 3000]
+
+Baseline: parsing the same messages (JSON -> records) and nothing else. Rows:
+  parse only          the baseline
+  core, no training   parse + ReplayBuffer (ordering, dedup, lateness)
+  core                parse + ReplayBuffer + TrainerState (TensorFlow steps) + DriftWindow
+  flink job           the Flink job on an embedded mini-cluster, parallelism 1, end to end
+                      (including JVM and Python worker start-up, and the same from first to
+                      last record where the mini-cluster's REST API tells it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.local_job import run_local  # noqa: E402
+from runners.embedded import DEMO_SCENARIO, demo_config  # noqa: E402
+from state.parse import parse_message  # noqa: E402
+from state.replay import ReplayBuffer  # noqa: E402
+from state.scenario import generate  # noqa: E402
+
+
+def timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def parse_only(lines):
+    for line in lines:
+        parse_message(line)
+
+
+def replay_only(lines):
+    bufs = {}
+    for line in lines:
+        p = parse_message(line)
+        if p.ok and hasattr(p.record, "window_start"):
+            rb = bufs.setdefault(p.record.tenant_id, ReplayBuffer(p.record.tenant_id))
+            rb.add(p.record)
+    for rb in bufs.values():
+        rb.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tenants", type=int, default=4)
+    ap.add_argument("--windows-per-tenant", type=int, default=3000)
+    ap.add_argument("--skip-flink", action="store_true")
+    args = ap.parse_args()
+    spec = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
+                               windows_per_tenant=args.windows_per_tenant)
+    lines, expected = generate(spec)
+    n = len(lines)
+    cfg = demo_config()
+    run_local(lines[:2000], cfg)  # warm up TensorFlow tracing
+    rows = [("parse only", timed(lambda: parse_only(lines), 3)),
+            ("core, no training", timed(lambda: replay_only(lines), 3)),
+            ("core", timed(lambda: run_local(lines, cfg), 2))]
+    if not args.skip_flink:
+        from pipelines.options import JobOptions
+        from runners.cli import run_flink
+
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "in.jsonl"
+            f.write_text("\n".join(lines) + "\n")
+            opts = JobOptions(inputs=(str(f),), output_dir=d, config=cfg, parallelism=1)
+            t = time.perf_counter()
+            run_flink(opts, n, quiet=True)
+            rows.append(("flink job (incl. start-up)", time.perf_counter() - t))
+    base = rows[0][1]
+    print(f"{n} messages ({spec.tenants} tenants x {spec.windows_per_tenant} windows, "
+          f"batch {cfg.trainer.batch_size})")
+    print(f"{'stage':<28}{'seconds':>9}{'msgs/s':>10}{'vs parse':>10}")
+    result = {}
+    for name, secs in rows:
+        print(f"{name:<28}{secs:9.2f}{n / secs:10.0f}{secs / base:9.1f}x")
+        result[name] = {"seconds": secs, "messages_per_s": n / secs, "ratio_vs_parse": secs / base}
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps({"messages": n, "rows": result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
