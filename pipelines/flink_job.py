@@ -58,6 +58,7 @@ def prepare_process_env(opts: JobOptions) -> None:
     log_dir = Path(opts.output_dir) / "flink" / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 
 def _file_sink(opts: JobOptions, kind: str) -> FileSink:
