@@ -56,6 +56,26 @@ def replay_only(lines):
         rb.flush()
 
 
+def learner_steps(jit: str, batch: int, steps: int = 300) -> float:
+    """Seconds per Adam step of the linear model on one micro-batch."""
+    import numpy as np
+
+    from model.network import ModelConfig, init_params, init_slots, learner_for
+
+    cfg = ModelConfig(jit=jit)
+    learner = learner_for(cfg)
+    params = init_params(cfg)
+    slots = init_slots(params)
+    x = np.random.default_rng(0).normal(size=(batch, cfg.input_width)).astype("float32")
+    y = np.zeros(batch, "float32")
+    for i in range(20):
+        params, slots, _, _ = learner.update(params, slots, i, x, y, 0.01)
+    t = time.perf_counter()
+    for i in range(steps):
+        params, slots, _, _ = learner.update(params, slots, i, x, y, 0.01)
+    return (time.perf_counter() - t) / steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tenants", type=int, default=4)
@@ -90,6 +110,12 @@ def main() -> None:
     for name, secs in rows:
         print(f"{name:<28}{secs:9.2f}{n / secs:10.0f}{secs / base:9.1f}x")
         result[name] = {"seconds": secs, "messages_per_s": n / secs, "ratio_vs_parse": secs / base}
+    print("\nTensorFlow update step (linear head, width 256), microseconds per step:")
+    print(f"{'batch':>6}{'XLA off':>10}{'XLA on':>10}{'on/off':>8}")
+    for batch in (8, 32, 256):
+        off, on = learner_steps("off", batch), learner_steps("on", batch)
+        print(f"{batch:6d}{off * 1e6:10.0f}{on * 1e6:10.0f}{on / off:8.2f}")
+        result[f"step_batch{batch}"] = {"xla_off_us": off * 1e6, "xla_on_us": on * 1e6}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "throughput.json").write_text(json.dumps({"messages": n, "rows": result}, indent=2))
