@@ -1,9 +1,9 @@
 """Snapshot stores: where encoded snapshots live. This module has the local-directory store.
 
-Layout under the store root:
+Layout under the store root (the registry document lives beside, in `<root>/registry/`):
 
-    <root>/<tenant_id>/<snapshot_id><ext>     the encoded snapshot (ext by compression)
-    <root>/<tenant_id>/<snapshot_id>.json     its sidecar: id, sha256, size, format, compression
+    <root>/snapshots/<tenant_id>/<snapshot_id><ext>   the encoded snapshot (ext by compression)
+    <root>/snapshots/<tenant_id>/<snapshot_id>.json   its sidecar: id, sha256, size, format, ...
 
 Writes are create-only and atomic: bytes go to a temporary file in the same directory, are
 fsynced, then hard-linked into place (link fails if the name exists, so two writers cannot both
@@ -78,6 +78,13 @@ class LocalSnapshotStore:
             os.unlink(tmp)
         return dest.as_uri()
 
+    def delete(self, uri: str) -> None:
+        """Remove a snapshot and its sidecar (retention)."""
+        path = self._path(uri)
+        path.unlink(missing_ok=True)
+        name = path.name.split(".upm")[0]
+        (path.parent / f"{name}.json").unlink(missing_ok=True)
+
     def get_bytes(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
 
@@ -85,20 +92,21 @@ class LocalSnapshotStore:
         return self._path(uri).exists()
 
     def write_snapshot(self, tenant_id: str, snapshot_id: str, enc: EncodedSnapshot) -> StoredSnapshot:
-        rel = f"{tenant_id}/{snapshot_id}{EXTENSIONS[enc.compression]}"
+        rel = f"snapshots/{tenant_id}/{snapshot_id}{EXTENSIONS[enc.compression]}"
         uri = self.put_bytes(rel, enc.data)
         stored = StoredSnapshot(snapshot_id, tenant_id, uri, enc.sha256, enc.size_bytes,
                                 enc.compression, enc.format)
         sidecar = json.dumps(stored.__dict__, sort_keys=True, indent=1).encode()
-        self.put_bytes(f"{tenant_id}/{snapshot_id}.json", sidecar)
+        self.put_bytes(f"snapshots/{tenant_id}/{snapshot_id}.json", sidecar)
         return stored
 
     def read_snapshot(self, uri: str, sha256: str) -> Snapshot:
         return decode(self.get_bytes(uri), sha256)
 
     def list_snapshots(self, tenant_id: str | None = None) -> list[StoredSnapshot]:
-        dirs = [self.root / tenant_id] if tenant_id else sorted(
-            p for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+        base = self.root / "snapshots"
+        dirs = [base / tenant_id] if tenant_id else sorted(
+            p for p in base.iterdir() if p.is_dir()) if base.exists() else []
         out = []
         for d in dirs:
             for side in sorted(d.glob("*.json")):
@@ -107,7 +115,7 @@ class LocalSnapshotStore:
 
 
 def open_store(location: str | os.PathLike) -> LocalSnapshotStore:
-    """A store for a path (object-store URIs come with their own stores)."""
+    """The snapshot store rooted at `location` (a path; object stores come with their own)."""
     loc = str(location)
     if loc.startswith(("gs://", "s3://")):
         raise ValueError(f"object-store snapshot stores are not available in this build: {loc}")

@@ -23,6 +23,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink, FileSource,
                                                        OutputFileConfig, StreamFormat)
 
+from model.governance import events_path
 from pipelines.options import JobOptions
 from transforms.flink import functions as fn
 
@@ -100,13 +101,18 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("Trainer").uid("trainer"))
     snapshot_records = (deltas.get_side_output(fn.SNAPSHOTS)
-                        .map(fn.SnapshotWriter(opts.snapshot_root, cfg.snapshots.compression),
+                        .map(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
                              output_type=Types.STRING())
                         .name("SnapshotWriter").uid("snapshot-writer"))
     drift = (deltas.key_by(fn.tenant_of, key_type=Types.STRING())
              .process(fn.DriftMonitorFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
              .name("DriftMonitor").uid("drift-monitor"))
 
+    governed = (drift.get_side_output(fn.DRIFT_SCORES).union(drift.get_side_output(fn.QUARANTINES))
+                .flat_map(fn.Governor(opts.store_root, opts.policy_path,
+                                      str(events_path(opts.store_root).resolve())),
+                          output_type=Types.STRING())
+                .name("Governor").uid("governor").set_parallelism(1))
     sinks = {
         "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS)],
         "duplicates": [released.get_side_output(fn.DUPLICATES)],
@@ -115,6 +121,7 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
         "snapshots": [snapshot_records],
         "drift_scores": [drift.get_side_output(fn.DRIFT_SCORES)],
         "quarantines": [drift.get_side_output(fn.QUARANTINES)],
+        "rollbacks": [governed],
         "stats": [released.get_side_output(fn.STATS), deltas.get_side_output(fn.STATS),
                   drift.get_side_output(fn.STATS)],
     }

@@ -7,10 +7,6 @@ from pathlib import Path
 
 from state.config import UpmConfig
 
-RECORD_TYPES = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "snapshots",
-                "drift_scores", "quarantines", "stats")
-
-
 @dataclass(frozen=True)
 class JobOptions:
     inputs: tuple[str, ...]            # JSON-lines files or directories
@@ -23,15 +19,17 @@ class JobOptions:
     checkpoint_interval_ms: int = 2000
     rest_port: int = 0                 # 0: pick a free port
     job_name: str = "upm-stream"
+    policy_path: str | None = None     # promotion policy (auto-rollback on quarantine)
 
     @property
     def records_dir(self) -> Path:
         return Path(self.output_dir) / "records"
 
     @property
-    def snapshot_root(self) -> str:
-        """Snapshots go under the output dir unless the config names another base path."""
+    def store_root(self) -> str:
+        """The store (snapshots/ and registry/) is the output dir, unless the config names
+        another `snapshots.base_path`, whose parent is then the store root."""
         base = self.config.snapshots.base_path
         if base == UpmConfig().snapshots.base_path:
-            return str(Path(self.output_dir) / "snapshots")
-        return base
+            return str(Path(self.output_dir))
+        return str(Path(base).parent)

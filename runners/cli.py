@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
         print("[upm] WARNING: the counts do not add up (see 'ok' column)", file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
-    print(f"[upm] snapshots in {opts.snapshot_root}, records in {opts.records_dir}")
+    print(f"[upm] snapshots in {opts.store_root}, records in {opts.records_dir}")
     return 0 if summary["totals"]["balanced"] else 1
 
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
     _add_knob_options(r)
     r.set_defaults(func=cmd_run)
+    from runners.governance_cli import add_commands
+    add_commands(sub)
     return p
 
 

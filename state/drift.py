@@ -130,7 +130,8 @@ class DriftWindow:
         p95 = merged.quantile(0.95)
         self.last_p95 = p95
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
-                                     merged.count, self.config.window_duration_ms))
+                                     merged.count, self.config.window_duration_ms,
+                                     self.snapshot_id))
         cfg = self.config
         window_id = f"{self.tenant_id}/{start}-{boundary}"
         if (not self.in_episode and cfg.quarantine_enabled and merged.count >= cfg.sample_size

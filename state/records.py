@@ -167,6 +167,7 @@ class DriftScore(Record):
     drift_max: float
     sample_count: int
     window_duration_ms: int = 0
+    snapshot_id: str | None = None  # the newest snapshot whose predictions are in the window
     event: ClassVar[str] = "upm.drift.score"
     _time_fields: ClassVar[tuple[str, ...]] = ("window_end",)
 

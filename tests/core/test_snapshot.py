@@ -49,13 +49,13 @@ def test_store_writes_atomically_and_never_replaces_with_different_bytes(tmp_pat
     back = store.read_snapshot(stored.uri, stored.sha256)
     assert np.array_equal(back.arrays["w"], snap().arrays["w"])
     assert [s.snapshot_id for s in store.list_snapshots()] == ["acme-v000001"]
-    assert not [p for p in (tmp_path / "acme").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (tmp_path / "snapshots" / "acme").iterdir() if p.name.startswith(".tmp")]
 
 
 def test_store_refuses_a_tampered_file(tmp_path):
     store = LocalSnapshotStore(tmp_path)
     stored = store.write_snapshot("acme", "acme-v000001", encode(snap(), "gzip"))
-    path = tmp_path / "acme" / "acme-v000001.upm.gz"
+    path = tmp_path / "snapshots" / "acme" / "acme-v000001.upm.gz"
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
     path.write_bytes(bytes(data))

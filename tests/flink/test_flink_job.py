@@ -104,7 +104,7 @@ def test_drifted_tenant_gets_exactly_one_quarantine(scenario, p1):
 def test_every_snapshot_reverifies_from_the_store(p1):
     out, summary, _ = p1
     records = read_records(out / "records", "snapshots")
-    store = LocalSnapshotStore(out / "snapshots")
+    store = LocalSnapshotStore(out)
     assert records
     for r in records:
         snap = store.read_snapshot(r["uri"], r["sha256"])

@@ -8,22 +8,27 @@ core records, pickled by PyFlink.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
-from pyflink.datastream.functions import (KeyedProcessFunction, MapFunction, ProcessFunction,
-                                          RuntimeContext)
+from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction, MapFunction,
+                                          ProcessFunction, RuntimeContext)
 from pyflink.datastream.state import ValueStateDescriptor
 
+from model.governance import Governance, JsonLinesSink
+from model.policy import Policy
+from model.registry import LocalDocumentStore, Registry
+from model.signing import Signer, Verifier
 from model.snapshot import encode
 from model.store import open_store
 from state.config import UpmConfig
 from state.drift import DriftWindow
 from state.parse import dead_letter, parse_message
-from state.records import Feedback, SnapshotRecord
+from state.records import Feedback, SnapshotRecord, rfc3339_to_ms
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
 
@@ -224,7 +229,8 @@ class TrainerFunction(_Keyed):
 
 
 class SnapshotWriter(MapFunction):
-    """Encode a Snapshot, write it to the store (create-only, idempotent), emit its record."""
+    """Encode a Snapshot, write it to the store (create-only, idempotent), sign it when a
+    signing key is configured (UPM_SIGNING_KEY_FILE), register it, and emit its record."""
 
     def __init__(self, store_location: str, compression: str):
         self.store_location = store_location
@@ -232,6 +238,8 @@ class SnapshotWriter(MapFunction):
 
     def open(self, runtime_context: RuntimeContext):
         self.store = open_store(self.store_location)
+        self.registry = Registry(LocalDocumentStore(self.store_location))
+        self.signer = Signer.from_env()
         g = runtime_context.get_metrics_group().add_group("upm")
         self.written = g.counter("snapshots_written")
         self.bytes = g.counter("snapshot_bytes")
@@ -246,14 +254,17 @@ class SnapshotWriter(MapFunction):
         self.written.inc()
         self.bytes.inc(enc.size_bytes)
         self.last_written_ms = int(time.time() * 1000)
-        return SnapshotRecord(
+        signature = self.signer.sign(m["snapshot_id"], stored.sha256) if self.signer else None
+        record = SnapshotRecord(
             snapshot_id=m["snapshot_id"], tenant_id=m["tenant_id"], trainer_id=m["trainer_id"],
             version=m["version"], mode=m["mode"], created_at=m["created_at"],
             window_start=m["window_start"], window_end=m["window_end"],
             windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
             sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
-            compression=stored.compression, signature=None,
-            parent_snapshot_id=m["parent_snapshot_id"]).to_json()
+            compression=stored.compression, signature=signature,
+            parent_snapshot_id=m["parent_snapshot_id"])
+        self.registry.register(dataclasses.asdict(record))
+        return record.to_json()
 
 
 class DriftMonitorFunction(_Keyed):
@@ -301,3 +312,31 @@ class DriftMonitorFunction(_Keyed):
         else:
             yield STATS, _stats("drift", dw.tenant_id, dw.counters, in_episode=dw.in_episode,
                                 drift_p95=None if dw.last_p95 != dw.last_p95 else dw.last_p95)
+
+
+class Governor(FlatMapFunction):
+    """Drift scores and quarantines meet the registry: record each snapshot's measured drift, and
+    apply quarantines (the automatic rollback the policy asks for). Emits governance events."""
+
+    def __init__(self, store_location: str, policy_path: str | None, events_path: str):
+        self.store_location = store_location
+        self.policy_path = policy_path
+        self.events_path = events_path
+
+    def open(self, runtime_context: RuntimeContext):
+        registry = Registry(LocalDocumentStore(self.store_location))
+        self.gov = Governance(registry, open_store(self.store_location),
+                              Policy.load(self.policy_path), Verifier.from_env(),
+                              JsonLinesSink(self.events_path))
+        self.rollbacks = runtime_context.get_metrics_group().add_group("upm").counter("rollbacks")
+
+    def flat_map(self, value):
+        rec = json.loads(value)
+        if rec["event"] == "upm.drift.score":
+            self.gov.registry.record_drift(rec["tenant_id"], rec.get("snapshot_id"),
+                                           rec["drift_p95"], rec["sample_count"],
+                                           rfc3339_to_ms(rec["window_end"]))
+        elif rec["event"] == "ai.upm.drift.quarantine":
+            for ev in self.gov.on_quarantine(rec):
+                self.rollbacks.inc()
+                yield json.dumps(ev)

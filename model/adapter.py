@@ -1,0 +1,166 @@
+"""Adapter: the object an agent embeds to serve a tenant's approved model and hot-reload it.
+
+An adapter follows one stage of one tenant. `sync()` (called by a polling loop, or when an
+`ai.upm.snapshot.activated` event arrives through `on_activation`) reads the stage pointer; if
+it names a snapshot other than the one served, the adapter downloads it, verifies sha256 and
+signature, decodes it and builds the serving model, retrying with exponential backoff
+(`max_retries`, `retry_backoff_ms`). Only a model that passed every step replaces the served one,
+in a single reference assignment, so a prediction sees either the old model or the new one,
+never a half-loaded one. On any failure the old model keeps serving. With `UPM_KILL_SWITCH=1`
+the adapter adopts nothing new. Every adoption and every failed sync is reported to the registry
+(`adoption.<adapter_id>`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from model.hashing import FeatureHasher
+from model.network import ModelConfig, learner_for
+from model.registry import Registry, tenant_entry
+from model.signing import SignatureError, Verifier
+from model.snapshot import SnapshotIntegrityError, decode
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    snapshot_id: str
+    version: int
+    model: ModelConfig
+    params: dict[str, np.ndarray]
+    loaded_at: int
+
+    def predict(self, rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        x = FeatureHasher(self.model.input_width).transform(rows)
+        return learner_for(self.model).predict(self.params, x)
+
+
+@dataclass
+class SyncResult:
+    status: str            # "adopted", "unchanged", "killed", "failed", "empty"
+    snapshot_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+def kill_switch_on(env=os.environ) -> bool:
+    return env.get("UPM_KILL_SWITCH", "") in ("1", "true", "yes", "on")
+
+
+class Adapter:
+    def __init__(self, registry: Registry, store, verifier: Verifier, tenant: str,
+                 stage: str = "active", adapter_id: str = "adapter", max_retries: int = 3,
+                 retry_backoff_ms: int = 1000, sleep: Callable[[float], None] = time.sleep,
+                 env=os.environ):
+        self.registry = registry
+        self.store = store
+        self.verifier = verifier
+        self.tenant = tenant
+        self.stage = stage
+        self.adapter_id = adapter_id
+        self.max_retries = max_retries
+        self.retry_backoff_ms = retry_backoff_ms
+        self.sleep = sleep
+        self.env = env
+        self.current: ServingModel | None = None
+        self.failures = 0
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def predict(self, rows: list[dict[str, float]]) -> np.ndarray:
+        model = self._serving()
+        return model.predict(rows)[0]
+
+    def embed(self, rows: list[dict[str, float]]) -> np.ndarray:
+        model = self._serving()
+        return model.predict(rows)[1]
+
+    def _serving(self) -> ServingModel:
+        model = self.current  # one read: the whole call uses one model
+        if model is None:
+            raise RuntimeError(f"adapter {self.adapter_id} has no model for "
+                               f"{self.tenant}/{self.stage} yet")
+        return model
+
+    # -- syncing ---------------------------------------------------------------------------
+
+    def on_activation(self, event: dict) -> SyncResult | None:
+        if event.get("tenant_id") == self.tenant and event.get("stage") == self.stage:
+            return self.sync()
+        return None
+
+    def sync(self) -> SyncResult:
+        with self._sync_lock:
+            if kill_switch_on(self.env):
+                return SyncResult("killed", self.current.snapshot_id if self.current else None)
+            t = self.registry.tenant(self.tenant)
+            target = t["stages"][self.stage] if t else None
+            if target is None:
+                return SyncResult("empty")
+            if self.current is not None and self.current.snapshot_id == target:
+                return SyncResult("unchanged", target)
+            entry = t["artifacts"][target]
+            error = None
+            for attempt in range(1, self.max_retries + 2):
+                try:
+                    model = self._load(target, entry)
+                except (OSError, SnapshotIntegrityError, SignatureError, KeyError, ValueError) as e:
+                    error = f"{type(e).__name__}: {e}"
+                    if isinstance(e, (SnapshotIntegrityError, SignatureError)):
+                        break  # bad bytes or signature will not heal by retrying
+                    if attempt <= self.max_retries:
+                        self.sleep(self.retry_backoff_ms * 2 ** (attempt - 1) / 1000.0)
+                    continue
+                self.current = model  # the atomic swap
+                self._report(target, entry, None)
+                return SyncResult("adopted", target, attempts=attempt)
+            self.failures += 1
+            self._report(target, entry, error)
+            return SyncResult("failed", target, error, attempts=attempt)
+
+    def _load(self, snapshot_id: str, entry: dict) -> ServingModel:
+        data = self.store.get_bytes(entry["uri"])
+        self.verifier.verify(snapshot_id, entry["sha256"], entry.get("signature"))
+        snap = decode(data, entry["sha256"])
+        model = ModelConfig(**snap.manifest["model"])
+        params = {k: snap.arrays[k] for k in model.param_names}
+        return ServingModel(snapshot_id, int(snap.manifest["version"]), model, params,
+                            self.registry.now_ms())
+
+    def _report(self, target: str, entry: dict, error: str | None) -> None:
+        served = self.current
+
+        def change(doc):
+            t = tenant_entry(doc, self.tenant)
+            rep = t["adoption"].setdefault(self.adapter_id, {"failures": 0})
+            rep.update({"stage": self.stage,
+                        "snapshot_id": served.snapshot_id if served else None,
+                        "version": served.version if served else None,
+                        "reported_at": self.registry.now_ms()})
+            if error is None:
+                rep["adopted_at"] = served.loaded_at
+                rep["last_error"] = None
+            else:
+                rep["failures"] += 1
+                rep["last_error"] = f"{target}: {error}"
+        self.registry.update(change)
+
+    def run_polling(self, interval_s: float) -> threading.Thread:
+        """Sync every `interval_s` seconds on a daemon thread until `stop()`."""
+        def loop():
+            while not self._stop.wait(interval_s):
+                self.sync()
+        th = threading.Thread(target=loop, name=f"upm-adapter-{self.adapter_id}", daemon=True)
+        th.start()
+        return th
+
+    def stop(self) -> None:
+        self._stop.set()

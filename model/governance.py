@@ -1,0 +1,256 @@
+"""Governance actions on the registry: promote, rollback, and the reaction to a quarantine.
+
+Every action is checked first (nothing changes when a check fails: PromotionRefused lists every
+failed rule with its reason), then applied in one compare-and-swap registry update that also
+appends history, then announced as events on the sink:
+`ai.upm.snapshot.activated` and `fl.artifact.promoted` for a promotion, `ai.upm.rollback` for a
+rollback. Promote and rollback are idempotent: repeating one changes nothing and emits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.policy import Policy
+from model.registry import STAGES, Registry, tenant_entry
+from model.signing import SignatureError, Verifier
+from model.snapshot import sha256_hex
+
+
+class GovernanceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    rule: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.reason}"
+
+
+class PromotionRefused(GovernanceError):
+    def __init__(self, tenant: str, stage: str, artifact_id: str, failures: list[Failure]):
+        self.failures = failures
+        lines = "\n".join(f"  - {f}" for f in failures)
+        super().__init__(f"promotion of {artifact_id} to {tenant}/{stage} refused:\n{lines}")
+
+
+def events_path(store_root: str | Path) -> Path:
+    """Where governance events of a store go by default."""
+    return Path(store_root) / "events" / "governance.jsonl"
+
+
+class JsonLinesSink:
+    """Events as JSON lines appended to one file (thread-safe, one write per event)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._lock, open(self.path, "a") as f:
+            f.write(line)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
+
+
+class Governance:
+    def __init__(self, registry: Registry, store, policy: Policy, verifier: Verifier, sink):
+        self.registry = registry
+        self.store = store
+        self.policy = policy
+        self.verifier = verifier
+        self.sink = sink
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def check(self, tenant: str, stage: str, artifact_id: str, actor: str, role: str | None,
+              ack: bool, doc: dict | None = None) -> list[Failure]:
+        doc = doc or self.registry.read()
+        t = doc["tenants"].get(tenant)
+        if t is None or artifact_id not in t["artifacts"]:
+            return [Failure("exists", f"{artifact_id} is not a registered artifact of {tenant}")]
+        a = t["artifacts"][artifact_id]
+        rule = self.policy.rule(stage)
+        prev = STAGES[STAGES.index(stage) - 1] if stage != "staging" else None
+        fails: list[Failure] = []
+        now = self.registry.now_ms()
+        for check in rule.checks:
+            if check == "order" and prev and t["stages"][prev] != artifact_id:
+                fails.append(Failure("order", f"{artifact_id} is not in {prev} "
+                                     f"({prev} points to {t['stages'][prev]})"))
+            elif check == "sha256":
+                try:
+                    actual = sha256_hex(self.store.get_bytes(a["uri"]))
+                except OSError as e:
+                    fails.append(Failure("sha256", f"cannot read {a['uri']}: {e}"))
+                else:
+                    if actual != a["sha256"]:
+                        fails.append(Failure("sha256", f"stored bytes hash to {actual}, "
+                                             f"registered {a['sha256']}"))
+            elif check == "signature":
+                try:
+                    self.verifier.verify(artifact_id, a["sha256"], a.get("signature"))
+                except SignatureError as e:
+                    fails.append(Failure("signature", str(e)))
+            elif check == "drift":
+                p95, n = a["metrics"].get("drift_p95"), a["metrics"].get("drift_samples", 0)
+                if n < self.policy.min_drift_samples:
+                    fails.append(Failure("drift", f"{n} drift samples < {self.policy.min_drift_samples}"
+                                         " required"))
+                elif p95 is None or p95 > self.policy.max_drift_p95:
+                    fails.append(Failure("drift", f"drift p95 {p95} > {self.policy.max_drift_p95}"))
+                if a.get("quarantined"):
+                    fails.append(Failure("drift", f"{artifact_id} is quarantined"))
+            elif check == "soak" and prev:
+                since = t["stage_since"].get(prev)
+                held = now - since if since is not None and t["stages"][prev] == artifact_id else 0
+                if held < rule.min_soak_ms:
+                    fails.append(Failure("soak", f"{held} ms in {prev} < {rule.min_soak_ms} ms"))
+            elif check == "allowlist" and not ({tenant, "*"} & set(rule.allowlist)):
+                fails.append(Failure("allowlist", f"tenant {tenant} is not in the {stage} "
+                                     "allowlist (enable features.unified_model for it)"))
+            elif check == "role" and role not in rule.roles:
+                fails.append(Failure("role", f"actor {actor} with role {role!r} may not promote "
+                                     f"to {stage} (roles: {', '.join(rule.roles)})"))
+            elif check == "ack" and not ack:
+                fails.append(Failure("ack", f"promotion to {stage} needs an explicit ACK (--ack)"))
+        return fails
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def default_candidate(self, tenant: str, stage: str) -> str:
+        t = self.registry.tenant(tenant)
+        if t is None or not t["artifacts"]:
+            raise GovernanceError(f"tenant {tenant} has no registered artifacts")
+        if stage == "staging":
+            return max(t["artifacts"], key=lambda k: t["artifacts"][k]["lineage"]["version"] or 0)
+        prev = STAGES[STAGES.index(stage) - 1]
+        if not t["stages"][prev]:
+            raise GovernanceError(f"{tenant}/{prev} is empty: nothing to promote to {stage}")
+        return t["stages"][prev]
+
+    def promote(self, tenant: str, stage: str, artifact_id: str | None, actor: str,
+                reason: str, role: str | None = None, ack: bool = False) -> dict | None:
+        """Point `stage` at the artifact. Returns the activation event, or None if it already
+        pointed there. Raises PromotionRefused (nothing changed) if a check fails."""
+        if stage not in STAGES:
+            raise GovernanceError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+        artifact_id = artifact_id or self.default_candidate(tenant, stage)
+        if self.registry.pointer(tenant, stage) == artifact_id:
+            return None
+        fails = self.check(tenant, stage, artifact_id, actor, role, ack)
+        if fails:
+            raise PromotionRefused(tenant, stage, artifact_id, fails)
+
+        def change(doc):
+            t = tenant_entry(doc, tenant)
+            old = t["stages"][stage]
+            if old == artifact_id:
+                return None
+            if old:
+                t["previous"][stage].append(old)
+            t["stages"][stage] = artifact_id
+            t["stage_since"][stage] = self.registry.now_ms()
+            t["history"].append(self.registry._event("promote", _stage_of(t, artifact_id, stage),
+                                                     stage, artifact_id, actor, reason, role=role,
+                                                     ack=ack))
+            return old, t["artifacts"][artifact_id]
+
+        applied = self.registry.update(change)
+        if applied is None:
+            return None
+        old, a = applied
+        now = self.registry.now_ms()
+        activated = {"event": "ai.upm.snapshot.activated", "snapshot_id": artifact_id,
+                     "tenant_id": tenant, "stage": stage, "version": a["lineage"]["version"],
+                     "activated_at": now, "previous_snapshot_id": old, "actor": actor,
+                     "reason": reason}
+        self.sink.emit(activated)
+        self.sink.emit({"event": "fl.artifact.promoted", "tenant_id": tenant,
+                        "artifact_uri": a["uri"], "target_ref": stage, "sha256": a["sha256"],
+                        "actor": actor, "reason": reason, "promoted_at": now})
+        return activated
+
+    def rollback(self, tenant: str, stage: str, actor: str, reason: str,
+                 from_artifact: str | None = None) -> dict | None:
+        """Point `stage` back at its last known-good artifact (the most recent earlier pointer
+        that is not quarantined) and clear the tenant's quarantine. With `from_artifact`, only
+        if the stage still points to it (so a repeated rollback is a no-op)."""
+        def change(doc):
+            t = tenant_entry(doc, tenant)
+            cur = t["stages"][stage]
+            if cur is None or (from_artifact is not None and cur != from_artifact):
+                return None
+            history = t["previous"][stage]
+            bad = lambda a: a.get("quarantined") or a.get("rolled_back")
+            while history and (bad(t["artifacts"].get(history[-1], {})) or history[-1] == cur):
+                history.pop()
+            if not history:
+                raise GovernanceError(f"{tenant}/{stage}: no known-good artifact to roll back to "
+                                      f"(it has only pointed to {cur})")
+            target = history.pop()
+            t["stages"][stage] = target
+            t["stage_since"][stage] = self.registry.now_ms()
+            t["artifacts"][cur]["rolled_back"] = True
+            t["quarantine"] = None
+            t["history"].append(self.registry._event("rollback", stage, stage, target, actor,
+                                                     reason, rolled_back_from=cur))
+            return cur, target
+
+        applied = self.registry.update(change)
+        if applied is None:
+            return None
+        cur, target = applied
+        event = {"event": "ai.upm.rollback", "tenant_id": tenant, "stage": stage,
+                 "from_snapshot_id": cur, "to_snapshot_id": target, "reason": reason,
+                 "actor": actor, "rolled_back_at": self.registry.now_ms()}
+        self.sink.emit(event)
+        return event
+
+    def on_quarantine(self, record: dict) -> list[dict]:
+        """Apply an `ai.upm.drift.quarantine` record: mark the offending artifact, remember the
+        quarantine, and roll back every auto-rollback stage that points to that artifact."""
+        tenant, sid = record["tenant_id"], record.get("snapshot_id")
+
+        def change(doc):
+            t = tenant_entry(doc, tenant)
+            t["quarantine"] = dict(record)
+            if sid in t["artifacts"]:
+                t["artifacts"][sid]["quarantined"] = True
+            t["history"].append(self.registry._event(
+                "quarantine", None, None, sid, record.get("trainer_id") or "upm-drift-monitor",
+                f"drift p95 {record['drift_p95']:.3f} > {record['threshold']} "
+                f"over {record['sample_count']} samples"))
+        self.registry.update(change)
+        events = []
+        if record.get("recommendation") != "rollback" or not sid:
+            return events
+        for stage in self.policy.auto_rollback:
+            if self.registry.pointer(tenant, stage) == sid:
+                try:
+                    ev = self.rollback(tenant, stage, "upm-drift-monitor",
+                                       f"automatic rollback: quarantine {record['drift_window_id']}",
+                                       from_artifact=sid)
+                except GovernanceError:
+                    continue  # nothing known-good to return to: the quarantine stays recorded
+                if ev:
+                    events.append(ev)
+        return events
+
+
+def _stage_of(t: dict, artifact_id: str, target: str) -> str | None:
+    for s in STAGES:
+        if s != target and t["stages"][s] == artifact_id:
+            return s
+    return None

@@ -1,0 +1,121 @@
+"""Promotion policy: which checks gate each stage, read from a TOML file.
+
+The default (`DEFAULT_POLICY_TOML`, also what `upm policy show` prints):
+
+    [stage.staging]   checks: sha256, signature
+    [stage.shadow]    checks: order, sha256, signature
+    [stage.canary]    checks: order, sha256, signature, drift, soak (1 h in shadow), allowlist, role
+    [stage.active]    checks: order, sha256, signature, drift, soak (24 h in canary), role, ack
+    [drift]           max_p95 = 0.2, min_samples = 1000
+    [quarantine]      auto_rollback = ["canary", "active"]
+
+Checks:
+- order      the artifact is what the previous stage points to (staging -> shadow -> canary -> active)
+- sha256     the stored bytes re-hash to the registered sha256
+- signature  the registered signature is a valid Ed25519 signature of a trusted key
+- drift      measured drift p95 of the artifact <= max_p95 with >= min_samples samples
+- soak       the artifact has been in the previous stage for at least min_soak_ms
+- allowlist  the tenant is in the canary allowlist (the per-tenant `unified_model` flag)
+- role       the actor's role is one of `roles`
+- ack        the promotion carries an explicit acknowledgement (--ack)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+
+from model.registry import STAGES
+
+CHECKS = ("order", "sha256", "signature", "drift", "soak", "allowlist", "role", "ack")
+
+DEFAULT_POLICY_TOML = """\
+[stage.staging]
+checks = ["sha256", "signature"]
+
+[stage.shadow]
+checks = ["order", "sha256", "signature"]
+
+[stage.canary]
+checks = ["order", "sha256", "signature", "drift", "soak", "allowlist", "role"]
+min_soak_ms = 3600000
+roles = ["operator", "ml-engineer"]
+allowlist = []
+
+[stage.active]
+checks = ["order", "sha256", "signature", "drift", "soak", "role", "ack"]
+min_soak_ms = 86400000
+roles = ["operator"]
+
+[drift]
+max_p95 = 0.2
+min_samples = 1000
+
+[quarantine]
+auto_rollback = ["canary", "active"]
+"""
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StageRule:
+    checks: tuple[str, ...] = ()
+    min_soak_ms: int = 0
+    roles: tuple[str, ...] = ()
+    allowlist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    stages: dict[str, StageRule] = field(default_factory=dict)
+    max_drift_p95: float = 0.2
+    min_drift_samples: int = 1000
+    auto_rollback: tuple[str, ...] = ("canary", "active")
+
+    def rule(self, stage: str) -> StageRule:
+        return self.stages.get(stage, StageRule())
+
+    def with_allowlist(self, tenants) -> "Policy":
+        """Add tenants (the config's `features.unified_model`) to the canary allowlist."""
+        r = self.rule("canary")
+        merged = tuple(sorted(set(r.allowlist) | set(tenants)))
+        stages = dict(self.stages, canary=StageRule(r.checks, r.min_soak_ms, r.roles, merged))
+        return Policy(stages, self.max_drift_p95, self.min_drift_samples, self.auto_rollback)
+
+    @classmethod
+    def from_toml(cls, text: str) -> "Policy":
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise PolicyError(f"policy: {e}") from None
+        unknown = set(doc) - {"stage", "drift", "quarantine"}
+        if unknown:
+            raise PolicyError(f"policy: unknown section(s) {sorted(unknown)}")
+        stages = {}
+        for name, d in doc.get("stage", {}).items():
+            if name not in STAGES:
+                raise PolicyError(f"policy: unknown stage {name!r} (stages: {', '.join(STAGES)})")
+            bad = set(d) - {"checks", "min_soak_ms", "roles", "allowlist"}
+            if bad:
+                raise PolicyError(f"policy: unknown key(s) stage.{name}.{sorted(bad)}")
+            checks = tuple(d.get("checks", ()))
+            for c in checks:
+                if c not in CHECKS:
+                    raise PolicyError(f"policy: stage.{name}.checks: unknown check {c!r} "
+                                      f"(known: {', '.join(CHECKS)})")
+            stages[name] = StageRule(checks, int(d.get("min_soak_ms", 0)),
+                                     tuple(d.get("roles", ())), tuple(d.get("allowlist", ())))
+        drift = doc.get("drift", {})
+        q = doc.get("quarantine", {})
+        return cls(stages, float(drift.get("max_p95", 0.2)), int(drift.get("min_samples", 1000)),
+                   tuple(q.get("auto_rollback", ("canary", "active"))))
+
+    @classmethod
+    def load(cls, path: str | None) -> "Policy":
+        if not path:
+            return cls.from_toml(DEFAULT_POLICY_TOML)
+        with open(path) as f:
+            return cls.from_toml(f.read())

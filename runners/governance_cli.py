@@ -1,0 +1,301 @@
+"""`upm registry|promote|rollback|retention|status|keys`: governance from the command line.
+
+Every command takes `--store PATH` (default ./upm-data): the store root holding `snapshots/`,
+`registry/models.json` and `events/governance.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+from model.governance import Governance, GovernanceError, JsonLinesSink, events_path
+from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
+from model.registry import STAGES, LocalDocumentStore, Registry
+from model.retention import RetentionRule, apply as apply_retention, plan as plan_retention
+from model.signing import SignatureError, Verifier, generate_keypair
+from model.snapshot import sha256_hex
+from model.store import open_store
+
+
+def _when(ms) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _open(args):
+    store = open_store(args.store)
+    registry = Registry(LocalDocumentStore(args.store))
+    return store, registry
+
+
+def _governance(args) -> Governance:
+    store, registry = _open(args)
+    policy = Policy.load(getattr(args, "policy", None))
+    if getattr(args, "config", None):
+        from state.config import UpmConfig
+        policy = policy.with_allowlist(UpmConfig.load(args.config).features.unified_model)
+    return Governance(registry, store, policy, Verifier.from_env(),
+                      JsonLinesSink(events_path(args.store)))
+
+
+def cmd_registry(args) -> int:
+    store, registry = _open(args)
+    doc = registry.read()
+    tenants = [args.tenant] if getattr(args, "tenant", None) else sorted(doc["tenants"])
+    if args.action == "list":
+        print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'drift p95':>11}"
+              f"{'samples':>9}  stages")
+        for t in tenants:
+            e = doc["tenants"][t]
+            for aid, a in sorted(e["artifacts"].items()):
+                at = [s for s in STAGES if e["stages"][s] == aid]
+                flags = (" quarantined" if a.get("quarantined") else "") + (
+                    " rolled-back" if a.get("rolled_back") else "")
+                m = a["metrics"]
+                print(f"{t:<12}{aid:<20}{a['lineage']['version']:>5}{a['lineage']['mode'] or '-':>9}"
+                      f"{_num(m.get('loss')):>10}{_num(m.get('drift_p95')):>11}"
+                      f"{m.get('drift_samples', 0):>9}  {','.join(at)}{flags}")
+    elif args.action == "show":
+        print(json.dumps({t: doc["tenants"][t] for t in tenants}, indent=2))
+    elif args.action == "history":
+        for t in tenants:
+            for h in doc["tenants"][t]["history"]:
+                print(f"{_when(h['timestamp'])}  {t:<10} {h['action']:<10} "
+                      f"{h.get('from_stage') or '-':>8} -> {h.get('to_stage') or '-':<8} "
+                      f"{h.get('artifact_id') or '-':<18} by {h['actor']}: {h['reason']}")
+    elif args.action == "verify":
+        verifier = Verifier.from_env()
+        bad = 0
+        for t in tenants:
+            for aid, a in sorted(doc["tenants"][t]["artifacts"].items()):
+                try:
+                    actual = sha256_hex(store.get_bytes(a["uri"]))
+                    ok = actual == a["sha256"]
+                    note = "sha256 ok" if ok else f"SHA256 MISMATCH (stored bytes hash to {actual})"
+                except OSError as e:
+                    ok, note = False, f"MISSING ({e})"
+                if ok and a.get("signature") and verifier.keys:
+                    try:
+                        verifier.verify(aid, a["sha256"], a["signature"])
+                        note += ", signature ok"
+                    except SignatureError as e:
+                        ok, note = False, f"BAD SIGNATURE ({e})"
+                bad += not ok
+                print(f"{'ok ' if ok else 'BAD'} {t:<12}{aid:<20}{note}")
+        print(f"{bad} bad artifact(s)")
+        return 1 if bad else 0
+    return 0
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def cmd_promote(args) -> int:
+    gov = _governance(args)
+    try:
+        ev = gov.promote(args.tenant, args.to, args.snapshot, args.actor, args.reason,
+                         role=args.role, ack=args.ack)
+    except GovernanceError as e:
+        print(f"upm promote: {e}", file=sys.stderr)
+        return 1
+    if ev is None:
+        print(f"{args.tenant}/{args.to} already points to that artifact: nothing to do")
+    else:
+        print(f"{args.tenant}/{args.to} -> {ev['snapshot_id']} (v{ev['version']}; was "
+              f"{ev['previous_snapshot_id']})")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    gov = _governance(args)
+    try:
+        ev = gov.rollback(args.tenant, args.stage, args.actor, args.reason, args.from_snapshot)
+    except GovernanceError as e:
+        print(f"upm rollback: {e}", file=sys.stderr)
+        return 1
+    if ev is None:
+        print(f"{args.tenant}/{args.stage}: nothing to roll back")
+    else:
+        print(f"{args.tenant}/{args.stage}: {ev['from_snapshot_id']} -> {ev['to_snapshot_id']}")
+    return 0
+
+
+def cmd_retention(args) -> int:
+    store, registry = _open(args)
+    rule = RetentionRule(args.keep_best, args.metric, args.milestone_every, args.retention_days)
+    doc = registry.read()
+    total = 0
+    for t in sorted(doc["tenants"]):
+        if args.apply:
+            gone = apply_retention(registry, store, t, rule, args.actor)
+            for a in gone:
+                print(f"deleted {t}/{a}")
+        else:
+            gone = plan_retention(doc["tenants"][t], registry.now_ms(), rule)
+            for a in gone:
+                print(f"would delete {t}/{a}  {doc['tenants'][t]['artifacts'][a]['uri']}")
+        total += len(gone)
+    print(f"{total} artifact(s) {'deleted' if args.apply else 'would be deleted (dry run; --apply deletes)'}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    store, registry = _open(args)
+    doc = registry.read()
+    now = registry.now_ms()
+    for t in sorted(doc["tenants"]):
+        e = doc["tenants"][t]
+        arts = sorted(e["artifacts"].values(), key=lambda a: a["lineage"]["version"] or 0)
+        print(f"== {t}")
+        for s in STAGES:
+            aid = e["stages"][s]
+            v = e["artifacts"][aid]["lineage"]["version"] if aid in e["artifacts"] else None
+            print(f"   {s:<8} {aid or '-':<20} {'v' + str(v) if v else ''}"
+                  f"{'  since ' + _when(e['stage_since'].get(s)) if aid else ''}")
+        if arts:
+            newest = arts[-1]
+            age = (now - newest["registered_at"]) / 1000
+            print(f"   newest snapshot v{newest['lineage']['version']} registered {age:.0f}s ago "
+                  f"(event time {_when(newest['created_at'])})")
+            trend = [a["metrics"]["drift_p95"] for a in arts if a["metrics"]["drift_p95"] is not None]
+            if trend:
+                print("   drift p95 by version: " + " ".join(f"{x:.3f}" for x in trend[-8:]))
+        q = [h for h in e["history"] if h["action"] == "quarantine"][-3:]
+        for h in q:
+            print(f"   quarantine {_when(h['timestamp'])} {h['artifact_id']}: {h['reason']}")
+        if e["quarantine"]:
+            print(f"   QUARANTINED: {e['quarantine']['drift_window_id']} "
+                  f"(recommendation {e['quarantine']['recommendation']})")
+        for aid, rep in sorted(e["adoption"].items()):
+            print(f"   adapter {aid}: {rep.get('stage')} {rep.get('snapshot_id')} "
+                  f"(v{rep.get('version')}), failures {rep.get('failures', 0)}"
+                  f"{', last error ' + rep['last_error'] if rep.get('last_error') else ''}")
+    if args.plot:
+        plot_status(doc, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def plot_status(doc: dict, path: str) -> None:
+    """Per tenant: the drift p95 trend and each snapshot's loss over event time, with the
+    threshold, quarantines (red) and promotions/rollbacks (green) marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def ts(ms):
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    tenants = sorted(doc["tenants"]) or ["(none)"]
+    fig, axes = plt.subplots(len(tenants), 1, figsize=(10, 2.8 * len(tenants)), squeeze=False)
+    for ax, t in zip(axes[:, 0], tenants):
+        e = doc["tenants"].get(t)
+        ax.set_title(f"{t}: drift p95 (line) and snapshot loss (squares) over event time")
+        if e is None:
+            continue
+        trend = e.get("drift_trend", [])
+        if trend:
+            ax.plot([ts(p[0]) for p in trend], [p[1] for p in trend], "-", color="tab:red",
+                    label="drift p95")
+        ax.axhline(0.2, color="tab:red", ls=":", lw=1)
+        ax.set_ylabel("drift p95", color="tab:red")
+        arts = sorted(e["artifacts"].items(), key=lambda kv: kv[1]["lineage"]["version"] or 0)
+        pts = [(ts(a["created_at"]), a["metrics"]["loss"]) for _, a in arts
+               if a.get("created_at") and a["metrics"].get("loss") is not None]
+        if pts:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*pts), "s--", color="tab:blue", label="loss")
+            ax2.set_yscale("log")
+            ax2.set_ylabel("loss", color="tab:blue")
+        by_id = dict(arts)
+        for h in e["history"]:
+            a = by_id.get(h.get("artifact_id"))
+            if h["action"] == "quarantine" and e.get("drift_trend"):
+                q = [p for p in trend if p[3] == h.get("artifact_id") and p[1] > 0.2]
+                x = ts(q[0][0]) if q else None
+                color, label = "tab:red", "quarantine"
+            elif h["action"] in ("promote", "rollback") and a and a.get("created_at"):
+                x, color, label = ts(a["created_at"]), "tab:green", f"{h['action']} {h['to_stage']}"
+            else:
+                continue
+            if x is not None:
+                ax.axvline(x, color=color, lw=1.5, ls="--", alpha=0.7)
+                ax.annotate(label, (x, 0.95), xycoords=("data", "axes fraction"), color=color,
+                            fontsize=8, rotation=90, va="top")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cmd_keys(args) -> int:
+    priv, pub = generate_keypair(args.dir, args.name)
+    print(f"private key {priv} (set UPM_SIGNING_KEY_FILE for the job)")
+    print(f"public key  {pub} (set UPM_VERIFY_KEY_FILES for promotion and adapters)")
+    return 0
+
+
+def cmd_policy(args) -> int:
+    print(DEFAULT_POLICY_TOML if not args.policy else open(args.policy).read(), end="")
+    try:
+        Policy.load(args.policy)
+    except PolicyError as e:
+        print(f"upm policy: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_commands(sub) -> None:
+    def store(p):
+        p.add_argument("--store", default="./upm-data", help="store root (default ./upm-data)")
+        return p
+
+    r = store(sub.add_parser("registry", help="inspect the registry"))
+    r.add_argument("action", choices=("list", "show", "history", "verify"))
+    r.add_argument("--tenant")
+    r.set_defaults(func=cmd_registry)
+
+    p = store(sub.add_parser("promote", help="promote an artifact to a stage (policy-gated)"))
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--to", required=True, choices=STAGES)
+    p.add_argument("--snapshot", help="artifact id (default: what the previous stage holds)")
+    p.add_argument("--actor", required=True)
+    p.add_argument("--role")
+    p.add_argument("--ack", action="store_true", help="explicit acknowledgement (for active)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--policy", help="policy TOML (default: `upm policy` shows it)")
+    p.add_argument("--config", help="UPM config TOML (its features.unified_model joins the canary allowlist)")
+    p.set_defaults(func=cmd_promote)
+
+    b = store(sub.add_parser("rollback", help="roll a stage back to its last known-good"))
+    b.add_argument("--tenant", required=True)
+    b.add_argument("--stage", required=True, choices=STAGES)
+    b.add_argument("--actor", required=True)
+    b.add_argument("--reason", required=True)
+    b.add_argument("--from-snapshot", help="only if the stage still points to this artifact")
+    b.set_defaults(func=cmd_rollback)
+
+    t = store(sub.add_parser("retention", help="list (or --apply) snapshot deletions"))
+    t.add_argument("--keep-best", type=int, default=5)
+    t.add_argument("--metric", default="loss")
+    t.add_argument("--milestone-every", type=int, default=10)
+    t.add_argument("--retention-days", type=int, default=30)
+    t.add_argument("--apply", action="store_true")
+    t.add_argument("--actor", default="upm-retention")
+    t.set_defaults(func=cmd_retention)
+
+    s = store(sub.add_parser("status", help="stages, freshness, drift, quarantines, adoption"))
+    s.add_argument("--plot", metavar="FILE.png")
+    s.set_defaults(func=cmd_status)
+
+    k = sub.add_parser("keys", help="generate an Ed25519 signing key pair")
+    k.add_argument("--dir", default="./upm-keys")
+    k.add_argument("--name", default="upm")
+    k.set_defaults(func=cmd_keys)
+
+    pol = sub.add_parser("policy", help="print (and check) the promotion policy")
+    pol.add_argument("--policy")
+    pol.set_defaults(func=cmd_policy)
