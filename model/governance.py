@@ -250,7 +250,8 @@ class Governance:
 
 
 def _stage_of(t: dict, artifact_id: str, target: str) -> str | None:
-    for s in STAGES:
-        if s != target and t["stages"][s] == artifact_id:
+    """The stage the artifact is promoted from: the nearest stage below the target holding it."""
+    for s in reversed(STAGES[:STAGES.index(target)]):
+        if t["stages"][s] == artifact_id:
             return s
     return None

@@ -1,0 +1,184 @@
+import threading
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from model.adapter import Adapter
+from model.registry import STAGES, empty_document, tenant_entry
+from model.retention import RetentionRule, apply, plan, protected
+from tests.core.governance_helpers import World
+
+ROWS = [{"a": 1.0, "b": -0.5, "c": 0.25}, {"a": -1.0}]
+
+
+def adapter(world, env=None, **kw):
+    return Adapter(world.registry, world.store, world.verifier, "acme", "active", "agent-1",
+                   max_retries=2, retry_backoff_ms=1, sleep=lambda s: None,
+                   env={} if env is None else env, **kw)
+
+
+def test_adapter_adopts_serves_and_reports(tmp_path):
+    w = World(tmp_path)
+    a, b = w.ids()[:2]
+    ad = adapter(w)
+    assert ad.sync().status == "empty"
+    w.walk_to_active("acme", a)
+    r = ad.sync()
+    assert (r.status, r.snapshot_id) == ("adopted", a)
+    pred, emb = ad.predict(ROWS), ad.embed(ROWS)
+    assert pred.shape == (2,) and emb.shape == (2, 8) and np.isfinite(pred).all()
+    assert ad.sync().status == "unchanged"
+    rep = w.registry.tenant("acme")["adoption"]["agent-1"]
+    assert rep["snapshot_id"] == a and rep["version"] == 1 and rep["failures"] == 0
+    # hot reload on an activation event
+    w.walk_to_active("acme", b)
+    act = [e for e in w.sink.read() if e["event"] == "ai.upm.snapshot.activated"][-1]
+    assert ad.on_activation(act).status == "adopted" and ad.current.snapshot_id == b
+    assert not np.array_equal(ad.predict(ROWS), pred)
+
+
+def test_rollback_makes_the_adapter_serve_the_previous_artifact(tmp_path):
+    w = World(tmp_path)
+    a, b = w.ids()[:2]
+    w.walk_to_active("acme", a)
+    w.walk_to_active("acme", b)
+    ad = adapter(w)
+    ad.sync()
+    assert ad.current.snapshot_id == b
+    w.gov.on_quarantine({"event": "ai.upm.drift.quarantine", "tenant_id": "acme",
+                         "trainer_id": "t", "drift_window_id": "x", "drift_p95": 0.7,
+                         "threshold": 0.2, "sample_count": 2000, "recommendation": "rollback",
+                         "snapshot_id": b, "quarantined_at": 0})
+    assert ad.sync().status == "adopted" and ad.current.snapshot_id == a
+
+
+def test_kill_switch_holds_the_adapter_where_it_is(tmp_path):
+    w = World(tmp_path)
+    a, b = w.ids()[:2]
+    w.walk_to_active("acme", a)
+    env = {}
+    ad = adapter(w, env=env)
+    ad.sync()
+    w.walk_to_active("acme", b)
+    env["UPM_KILL_SWITCH"] = "1"
+    r = ad.sync()
+    assert r.status == "killed" and ad.current.snapshot_id == a
+    del env["UPM_KILL_SWITCH"]
+    assert ad.sync().status == "adopted" and ad.current.snapshot_id == b
+
+
+def test_flipped_byte_adapter_refuses_and_keeps_serving(tmp_path):
+    w = World(tmp_path)
+    a, b = w.ids()[:2]
+    w.walk_to_active("acme", a)
+    ad = adapter(w)
+    ad.sync()
+    before = ad.predict(ROWS)
+    w.walk_to_active("acme", b)
+    path = Path(w.registry.artifact("acme", b)["uri"][len("file://"):])
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+    r = ad.sync()
+    assert r.status == "failed" and "sha256 mismatch" in r.error and r.attempts == 1
+    assert ad.current.snapshot_id == a and np.array_equal(ad.predict(ROWS), before)
+    rep = w.registry.tenant("acme")["adoption"]["agent-1"]
+    assert rep["failures"] == 1 and rep["snapshot_id"] == a and b in rep["last_error"]
+
+
+def test_missing_file_is_retried_with_backoff_then_reported(tmp_path):
+    w = World(tmp_path)
+    a = w.ids()[0]
+    w.walk_to_active("acme", a)
+    Path(w.registry.artifact("acme", a)["uri"][len("file://"):]).unlink()
+    sleeps = []
+    ad = Adapter(w.registry, w.store, w.verifier, "acme", "active", "agent-2", max_retries=3,
+                 retry_backoff_ms=100, sleep=sleeps.append, env={})
+    r = ad.sync()
+    assert r.status == "failed" and r.attempts == 4 and sleeps == [0.1, 0.2, 0.4]
+    assert ad.current is None
+
+
+def test_predictions_never_see_a_half_loaded_model(tmp_path):
+    w = World(tmp_path, n=3)
+    ids = w.ids()
+    w.walk_to_active("acme", ids[0])
+    ad = adapter(w)
+    ad.sync()
+    expected = {}
+    for sid in ids:
+        snap = w.snaps["acme"][ids.index(sid)]
+        from model.adapter import ServingModel
+        from model.network import ModelConfig
+        mc = ModelConfig(**snap.manifest["model"])
+        expected[sid] = ServingModel(sid, 0, mc, {k: snap.arrays[k] for k in mc.param_names},
+                                     0).predict(ROWS)[0]
+    stop = threading.Event()
+    seen = []
+
+    def reader():
+        while not stop.is_set():
+            seen.append(ad.predict(ROWS))
+    th = threading.Thread(target=reader)
+    th.start()
+    for sid in ids[1:]:
+        w.walk_to_active("acme", sid)
+        ad.sync()
+    stop.set()
+    th.join()
+    assert seen and all(any(np.array_equal(p, e) for e in expected.values()) for p in seen)
+
+
+actions = st.lists(st.tuples(st.sampled_from(["promote", "rollback", "quarantine"]),
+                             st.sampled_from(STAGES), st.integers(0, 11)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(actions, st.integers(0, 4), st.integers(0, 5), st.integers(0, 3))
+def test_retention_never_deletes_a_pointed_to_or_known_good_artifact(acts, keep_best, every, days):
+    doc = empty_document()
+    t = tenant_entry(doc, "acme")
+    now = 100 * 86_400_000
+    for v in range(12):
+        t["artifacts"][f"a{v}"] = {"lineage": {"version": v + 1},
+                                   "metrics": {"loss": (v * 7919) % 13 / 10},
+                                   "registered_at": now - v * 86_400_000, "uri": f"u{v}"}
+    for kind, stage, v in acts:
+        aid = f"a{v}"
+        if kind == "promote" and t["stages"][stage] != aid:
+            if t["stages"][stage]:
+                t["previous"][stage].append(t["stages"][stage])
+            t["stages"][stage] = aid
+        elif kind == "rollback" and t["previous"][stage]:
+            t["artifacts"][t["stages"][stage]]["rolled_back"] = True
+            t["stages"][stage] = t["previous"][stage].pop()
+        elif kind == "quarantine":
+            t["artifacts"][aid]["quarantined"] = True
+    doomed = set(plan(t, now, RetentionRule(keep_best, "loss", every, days)))
+    pointed = {a for a in t["stages"].values() if a}
+    assert not doomed & pointed
+    assert not doomed & protected(t)
+    for s in STAGES:
+        good = [a for a in t["previous"][s] if not (t["artifacts"][a].get("quarantined")
+                                                    or t["artifacts"][a].get("rolled_back"))]
+        if good:
+            assert good[-1] not in doomed
+
+
+def test_retention_apply_deletes_files_and_entries_but_spares_stages(tmp_path):
+    w = World(tmp_path, n=6)
+    ids = w.ids()
+    w.walk_to_active("acme", ids[1])
+    w.walk_to_active("acme", ids[2])
+    w.clock.advance(40 * 86400)
+    rule = RetentionRule(keep_best=0, milestone_every=0, retention_days=30)
+    doomed = plan(w.registry.tenant("acme"), w.registry.now_ms(), rule)
+    assert ids[1] not in doomed and ids[2] not in doomed and ids[0] in doomed
+    gone = apply(w.registry, w.store, "acme", rule, "test")
+    assert gone == doomed
+    t = w.registry.tenant("acme")
+    assert set(t["artifacts"]) == {ids[1], ids[2]}
+    for a in gone:
+        assert not Path(t["retired"][a]["uri"][len("file://"):]).exists()
+    assert [h["action"] for h in t["history"]].count("retire") == len(gone)
