@@ -56,8 +56,9 @@ def kill_switch_on(env=os.environ) -> bool:
 class Adapter:
     def __init__(self, registry: Registry, store, verifier: Verifier, tenant: str,
                  stage: str = "active", adapter_id: str = "adapter", max_retries: int = 3,
-                 retry_backoff_ms: int = 1000, sleep: Callable[[float], None] = time.sleep,
-                 env=os.environ):
+                 retry_backoff_ms: int = 1000, sync_timeout_ms: int = 30_000,
+                 sleep: Callable[[float], None] = time.sleep, env=os.environ,
+                 clock: Callable[[], float] = time.monotonic):
         self.registry = registry
         self.store = store
         self.verifier = verifier
@@ -66,7 +67,9 @@ class Adapter:
         self.adapter_id = adapter_id
         self.max_retries = max_retries
         self.retry_backoff_ms = retry_backoff_ms
+        self.sync_timeout_ms = sync_timeout_ms
         self.sleep = sleep
+        self.clock = clock
         self.env = env
         self.current: ServingModel | None = None
         self.failures = 0
@@ -109,7 +112,11 @@ class Adapter:
                 return SyncResult("unchanged", target)
             entry = t["artifacts"][target]
             error = None
+            deadline = self.clock() + self.sync_timeout_ms / 1000.0
             for attempt in range(1, self.max_retries + 2):
+                if attempt > 1 and self.clock() >= deadline:
+                    error = f"sync timed out after {self.sync_timeout_ms} ms ({error})"
+                    break
                 try:
                     model = self._load(target, entry)
                 except (OSError, SnapshotIntegrityError, SignatureError, KeyError, ValueError) as e:
@@ -164,3 +171,14 @@ class Adapter:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def sync_fleet(adapters: list[Adapter], batch_size: int = 100) -> list[SyncResult]:
+    """Sync many adapters, `batch_size` at a time in parallel threads (adapter.sync_batch_size)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: list[SyncResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(batch_size, 32))) as pool:
+        for i in range(0, len(adapters), batch_size):
+            results += list(pool.map(lambda a: a.sync(), adapters[i:i + batch_size]))
+    return results

@@ -100,6 +100,32 @@ def test_missing_file_is_retried_with_backoff_then_reported(tmp_path):
     assert ad.current is None
 
 
+def test_sync_timeout_stops_retrying(tmp_path):
+    w = World(tmp_path)
+    a = w.ids()[0]
+    w.walk_to_active("acme", a)
+    Path(w.registry.artifact("acme", a)["uri"][len("file://"):]).unlink()
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+    ad = Adapter(w.registry, w.store, w.verifier, "acme", "active", "agent-3", max_retries=10,
+                 retry_backoff_ms=1000, sync_timeout_ms=2500, sleep=sleep, env={},
+                 clock=lambda: now[0])
+    r = ad.sync()
+    assert r.status == "failed" and "timed out after 2500 ms" in r.error and r.attempts == 3
+
+
+def test_fleet_sync_in_batches(tmp_path):
+    from model.adapter import sync_fleet
+    w = World(tmp_path)
+    w.walk_to_active("acme", w.ids()[0])
+    fleet = [Adapter(w.registry, w.store, w.verifier, "acme", "active", f"agent-{i}", env={})
+             for i in range(7)]
+    assert [r.status for r in sync_fleet(fleet, batch_size=3)] == ["adopted"] * 7
+    assert len(w.registry.tenant("acme")["adoption"]) == 7
+
+
 def test_predictions_never_see_a_half_loaded_model(tmp_path):
     w = World(tmp_path, n=3)
     ids = w.ids()
