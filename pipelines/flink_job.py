@@ -36,17 +36,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def flink_configuration(opts: JobOptions) -> Configuration:
+def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration:
+    """Embedded: a mini-cluster in this process that fails fast. Remote: submit to the
+    standalone cluster at 127.0.0.1:<rest_port>, which owns restarts and checkpoint storage."""
     cfg = Configuration()
     cfg.set_string("python.execution-mode", "thread")
     cfg.set_string("python.executable", sys.executable)
     cfg.set_string("rest.bind-address", "127.0.0.1")
     cfg.set_string("rest.address", "127.0.0.1")
     cfg.set_string("rest.port", str(opts.rest_port or free_port()))
-    cfg.set_string("taskmanager.numberOfTaskSlots", str(max(1, opts.parallelism)))
     cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
-    cfg.set_string("restart-strategy.type", "none")
     cfg.set_string("pipeline.name", opts.job_name)
+    if remote:
+        cfg.set_string("execution.target", "remote")
+        if opts.savepoint_path:
+            cfg.set_string("execution.state-recovery.path", opts.savepoint_path)
+    else:
+        cfg.set_string("taskmanager.numberOfTaskSlots", str(max(1, opts.parallelism)))
+        cfg.set_string("restart-strategy.type", "none")
     cfg.set_string("metrics.fetcher.update-interval", "1000")  # fresher progress in the UI/CLI
     return cfg
 
@@ -132,10 +139,28 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
         stream.sink_to(_file_sink(opts, kind)).name(f"{kind}-sink").uid(f"{kind}-sink")
 
 
-def environment(opts: JobOptions) -> tuple[StreamExecutionEnvironment, Configuration]:
+def environment(opts: JobOptions, remote: bool = False
+                ) -> tuple[StreamExecutionEnvironment, Configuration]:
     prepare_process_env(opts)
-    conf = flink_configuration(opts)
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    conf = flink_configuration(opts, remote)
+    if remote:
+        # get_execution_environment() always builds a local mini-cluster environment outside
+        # `flink run`; the plain Java constructor honours execution.target = remote.
+        from pyflink.java_gateway import get_gateway
+        jvm = get_gateway().jvm
+        env = StreamExecutionEnvironment(
+            jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment(
+                conf._j_configuration))
+    else:
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(opts.parallelism)
     env.set_max_parallelism(MAX_PARALLELISM)
     return env, conf
+
+
+def submit(opts: JobOptions) -> str:
+    """Submit the job, detached, to the standalone cluster at `opts.rest_port`; the job id."""
+    env, _ = environment(opts, remote=True)
+    build(env, opts)
+    client = env.execute_async(opts.job_name)
+    return str(client.get_job_id())

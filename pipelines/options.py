@@ -20,6 +20,7 @@ class JobOptions:
     rest_port: int = 0                 # 0: pick a free port
     job_name: str = "upm-stream"
     policy_path: str | None = None     # promotion policy (auto-rollback on quarantine)
+    savepoint_path: str | None = None  # resume from this savepoint (cluster submissions)
 
     @property
     def records_dir(self) -> Path:

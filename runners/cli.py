@@ -36,7 +36,10 @@ def _config_from_args(args, base: UpmConfig) -> UpmConfig:
     return cfg
 
 
-def cmd_run(args) -> int:
+def job_options(args, fresh_records: bool = True):
+    """JobOptions from the shared job flags; with no --input, the embedded generator's stream
+    (written under the output dir) and the demo profile. Returns (options, expected or None)."""
+    from pipelines.options import JobOptions
     from runners.embedded import DEMO_SCENARIO, demo_config
     from state.scenario import generate
 
@@ -57,14 +60,19 @@ def cmd_run(args) -> int:
         print(f"[upm] embedded generator: {spec.tenants} tenants x {spec.windows_per_tenant} "
               f"windows, {len(lines)} messages (duplicates, out-of-order, late, unlabeled, "
               f"malformed; concept change for {expected.drift_tenant!r}) -> {gen}", flush=True)
-    from pipelines.options import JobOptions
-
     records = out / "records"
-    if records.exists() and any(records.iterdir()) and not args.append:
+    if fresh_records and records.exists() and any(records.iterdir()) and not args.append:
         import shutil
         shutil.rmtree(records)
     opts = JobOptions(inputs=inputs, output_dir=str(out), config=cfg, parallelism=args.parallelism,
-                      shadow_deltas=args.shadow_deltas, follow=args.follow)
+                      shadow_deltas=args.shadow_deltas, follow=args.follow,
+                      policy_path=getattr(args, "policy", None))
+    return opts, expected
+
+
+def cmd_run(args) -> int:
+    opts, expected = job_options(args)
+    inputs = opts.inputs
     total = sum(_count_lines(p) for p in inputs) if not args.follow else None
     run_flink(opts, total, quiet=args.quiet)
     from pipelines.summary import format_table, summarize
@@ -134,27 +142,35 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     print(f"[upm] job finished in {time.time() - start:.1f}s", flush=True)
 
 
+def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data") -> None:
+    r.add_argument("--input", action="append", help="JSON-lines file or directory (repeatable)")
+    r.add_argument("--output", default="./upm-data",
+                   help=f"store and records (default {output_help})")
+    r.add_argument("--config", help="TOML config file")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a knob")
+    r.add_argument("--policy", help="promotion policy TOML (automatic rollback on quarantine)")
+    r.add_argument("--parallelism", type=int, default=1)
+    r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
+    r.add_argument("--follow", action="store_true", help="watch input directories for new files")
+    r.add_argument("--append", action="store_true", help="keep records of earlier runs")
+    r.add_argument("--tenants", type=int, default=4, help="generator: tenants")
+    r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
+    _add_knob_options(r)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="upm", description="UPM Stream: online training per tenant.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the streaming job (embedded generator by default)")
     r.add_argument("--engine", default="flink", choices=("flink",), help="streaming engine")
-    r.add_argument("--input", action="append", help="JSON-lines file or directory (repeatable)")
-    r.add_argument("--output", default="./upm-data", help="store and records (default ./upm-data)")
-    r.add_argument("--config", help="TOML config file")
-    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a knob")
-    r.add_argument("--parallelism", type=int, default=1)
+    add_job_arguments(r)
     r.add_argument("--summary-json", help="also write the summary as JSON here")
-    r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
-    r.add_argument("--follow", action="store_true", help="watch input directories for new files")
-    r.add_argument("--append", action="store_true", help="keep records of earlier runs")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
-    r.add_argument("--tenants", type=int, default=4, help="generator: tenants")
-    r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
-    _add_knob_options(r)
     r.set_defaults(func=cmd_run)
     from runners.governance_cli import add_commands
     add_commands(sub)
+    from runners.flink_cli import add_commands as add_flink_commands
+    add_flink_commands(sub)
     return p
 
 

@@ -1,0 +1,131 @@
+"""`upm flink up|down|status`, `upm submit`, `upm jobs`, `upm cancel`, `upm stop --savepoint`,
+`upm resume --from-savepoint`: the job on a standalone Flink cluster on this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import urllib.error
+
+from runners import flink_cluster as fc
+
+
+def _spec(args) -> fc.ClusterSpec:
+    return fc.ClusterSpec(store=args.store, rest_port=args.rest_port,
+                          rpc_port=getattr(args, "rpc_port", 6123),
+                          slots=getattr(args, "slots", 4),
+                          taskmanagers=getattr(args, "taskmanagers", 1))
+
+
+def cmd_flink(args) -> int:
+    spec = _spec(args)
+    if args.action == "up":
+        ov = fc.up(spec)
+        print(f"Flink {ov.get('flink-version')} up: web UI {spec.rest}/  "
+              f"{ov['taskmanagers']} TaskManager(s), {ov['slots-total']} slots; "
+              f"config {spec.dir / 'conf' / 'config.yaml'}")
+    elif args.action == "down":
+        fc.down(spec)
+        print("Flink cluster stopped")
+    else:
+        ov = fc.overview(spec)
+        if not ov:
+            print(f"no Flink cluster answers on {spec.rest}")
+            return 1
+        print(f"Flink {ov.get('flink-version')} at {spec.rest}/: {ov['taskmanagers']} "
+              f"TaskManager(s), {ov['slots-available']}/{ov['slots-total']} slots free, "
+              f"{ov['jobs-running']} running job(s)")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from pipelines.flink_job import submit
+    from runners.cli import job_options
+
+    args.output = args.store
+    opts, _ = job_options(args, fresh_records=False)
+    opts = dataclasses.replace(opts, rest_port=args.rest_port, job_name=args.name,
+                               savepoint_path=getattr(args, "from_savepoint", None),
+                               checkpoint_interval_ms=args.checkpoint_interval_ms)
+    job_id = submit(opts)
+    print(f"submitted job {job_id}  web UI http://127.0.0.1:{args.rest_port}/#/job/running/{job_id}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    spec = _spec(args)
+    for j in fc.rest(spec, "/jobs/overview")["jobs"]:
+        print(f"{j['jid']}  {j['state']:<10} {j['name']}  started "
+              f"{time.strftime('%H:%M:%S', time.localtime(j['start-time'] / 1000))}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    fc.rest(_spec(args), f"/jobs/{args.job_id}", method="PATCH")
+    print(f"cancelling {args.job_id}")
+    return 0
+
+
+def stop_with_savepoint(spec: fc.ClusterSpec, job_id: str, directory: str | None,
+                        timeout_s: float = 300) -> str:
+    body = {"drain": False, "formatType": "CANONICAL"}
+    if directory:
+        body["targetDirectory"] = directory
+    trigger = fc.rest(spec, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        st = fc.rest(spec, f"/jobs/{job_id}/savepoints/{trigger}")
+        if st["status"]["id"] == "COMPLETED":
+            op = st["operation"]
+            if "failure-cause" in op:
+                raise RuntimeError(f"stop with savepoint failed: {op['failure-cause']}")
+            return op["location"]
+        time.sleep(0.5)
+    raise RuntimeError("stop with savepoint did not complete in time")
+
+
+def cmd_stop(args) -> int:
+    if not args.savepoint:
+        print("upm stop: use --savepoint (or `upm cancel` to stop without one)", file=sys.stderr)
+        return 2
+    location = stop_with_savepoint(_spec(args), args.job_id, args.savepoint_dir)
+    print(f"stopped {args.job_id}; savepoint {location}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from runners.cli import add_job_arguments
+
+    def cluster(p):
+        p.add_argument("--store", default="./upm-data", help="store root (default ./upm-data)")
+        p.add_argument("--rest-port", type=int, default=8081)
+        return p
+
+    f = cluster(sub.add_parser("flink", help="a standalone Flink cluster on 127.0.0.1"))
+    f.add_argument("action", choices=("up", "down", "status"))
+    f.add_argument("--rpc-port", type=int, default=6123)
+    f.add_argument("--slots", type=int, default=4)
+    f.add_argument("--taskmanagers", type=int, default=1)
+    f.set_defaults(func=cmd_flink)
+
+    for name, helptext in (("submit", "submit the streaming job to the cluster (detached)"),
+                           ("resume", "submit the job restoring a savepoint")):
+        s = cluster(sub.add_parser(name, help=helptext))
+        add_job_arguments(s)
+        s.add_argument("--name", default="upm-stream")
+        s.add_argument("--checkpoint-interval-ms", type=int, default=5000)
+        if name == "resume":
+            s.add_argument("--from-savepoint", required=True)
+        s.set_defaults(func=cmd_submit)
+
+    j = cluster(sub.add_parser("jobs", help="list the cluster's jobs"))
+    j.set_defaults(func=cmd_jobs)
+    c = cluster(sub.add_parser("cancel", help="cancel a job"))
+    c.add_argument("job_id")
+    c.set_defaults(func=cmd_cancel)
+    st = cluster(sub.add_parser("stop", help="stop a job with a savepoint"))
+    st.add_argument("job_id")
+    st.add_argument("--savepoint", action="store_true")
+    st.add_argument("--savepoint-dir")
+    st.set_defaults(func=cmd_stop)
