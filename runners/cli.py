@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     from runners.flink_cli import add_commands as add_flink_commands
     add_flink_commands(sub)
+    from runners.validate import add_commands as add_validate_commands
+    add_validate_commands(sub)
     return p
 
 
