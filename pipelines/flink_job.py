@@ -21,7 +21,8 @@ from pathlib import Path
 from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink, FileSource,
-                                                       OutputFileConfig, StreamFormat)
+                                                       OutputFileConfig, RollingPolicy,
+                                                       StreamFormat)
 
 from model.governance import events_path
 from pipelines.options import JobOptions
@@ -75,6 +76,9 @@ def _file_sink(opts: JobOptions, kind: str) -> FileSink:
             .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
             .with_output_file_config(OutputFileConfig.builder().with_part_prefix(kind)
                                      .with_part_suffix(".jsonl").build())
+            # Roll (and so commit) on every checkpoint: records become visible one checkpoint
+            # after they are written, exactly once, instead of after a 60 s rollover.
+            .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
             .build())
 
 

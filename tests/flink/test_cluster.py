@@ -175,7 +175,8 @@ def test_stop_with_savepoint_and_resume(cluster, tmp_path):
     store = tmp_path / "store"
     job_id = submit(spec, store, "--input", str(inbox), "--follow", *PROFILE)
     from pipelines.flink_progress import upm_counters
-    wait_for(lambda: upm_counters(spec.rest, job_id).get("messages_in") == half, timeout=240)
+    wait_for(lambda: (c := upm_counters(spec.rest, job_id)).get("messages_in") == half
+             and c.get("snapshots_written", 0) >= 4, timeout=240)
     from runners.flink_cli import stop_with_savepoint
     savepoint = stop_with_savepoint(spec, job_id, str(tmp_path / "savepoints"))
     wait_for(lambda: state(spec, job_id) == "FINISHED", timeout=60)
