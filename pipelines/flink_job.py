@@ -48,6 +48,9 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
     cfg.set_string("rest.port", str(opts.rest_port or free_port()))
     cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
     cfg.set_string("pipeline.name", opts.job_name)
+    if opts.uses_kafka:
+        from transforms.flink.kafka import connector_jars
+        cfg.set_string("pipeline.jars", ";".join(p.resolve().as_uri() for p in connector_jars()))
     if remote:
         cfg.set_string("execution.target", "remote")
         if opts.savepoint_path:
@@ -83,6 +86,11 @@ def _file_sink(opts: JobOptions, kind: str) -> FileSink:
 
 
 def _source(env: StreamExecutionEnvironment, opts: JobOptions):
+    if opts.kafka_bootstrap and opts.kafka_topics:
+        from transforms.flink import kafka
+        src = kafka.source(opts.kafka_bootstrap, list(opts.kafka_topics), opts.kafka_group,
+                           opts.kafka_bounded)
+        return env.from_source(src, WatermarkStrategy.no_watermarks(), "Kafka").uid("kafka-source")
     paths = [str(Path(p).resolve()) for p in opts.inputs]
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths)
     if opts.follow:
@@ -141,6 +149,12 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
     for kind, streams in sinks.items():
         stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
         stream.sink_to(_file_sink(opts, kind)).name(f"{kind}-sink").uid(f"{kind}-sink")
+        if opts.kafka_bootstrap and opts.kafka_output_prefix:
+            from transforms.flink import kafka
+            topic = f"{opts.kafka_output_prefix}.{kind}"
+            stream.sink_to(kafka.sink(opts.kafka_bootstrap, topic, exactly_once=True,
+                                      transactional_prefix=f"{opts.job_name}-{topic}")
+                           ).name(f"{kind}-kafka").uid(f"{kind}-kafka")
 
 
 def environment(opts: JobOptions, remote: bool = False

@@ -21,6 +21,15 @@ class JobOptions:
     job_name: str = "upm-stream"
     policy_path: str | None = None     # promotion policy (auto-rollback on quarantine)
     savepoint_path: str | None = None  # resume from this savepoint (cluster submissions)
+    kafka_bootstrap: str | None = None      # read windows and feedback from Kafka instead of files
+    kafka_topics: tuple[str, ...] = ()
+    kafka_group: str = "upm-stream"
+    kafka_bounded: bool = False             # stop at the offsets that are latest at start
+    kafka_output_prefix: str | None = None  # also write records to topics <prefix>.<kind>
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap and (self.kafka_topics or self.kafka_output_prefix))
 
     @property
     def records_dir(self) -> Path:

@@ -43,12 +43,13 @@ def job_options(args, fresh_records: bool = True):
     from runners.embedded import DEMO_SCENARIO, demo_config
     from state.scenario import generate
 
-    cfg = _config_from_args(args, UpmConfig() if args.input else demo_config())
+    external = bool(args.input or args.kafka_topic)
+    cfg = _config_from_args(args, UpmConfig() if external else demo_config())
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     expected = None
-    if args.input:
-        inputs = tuple(args.input)
+    if external:
+        inputs = tuple(args.input or ())
     else:
         spec = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
                                    windows_per_tenant=args.windows_per_tenant)
@@ -66,14 +67,18 @@ def job_options(args, fresh_records: bool = True):
         shutil.rmtree(records)
     opts = JobOptions(inputs=inputs, output_dir=str(out), config=cfg, parallelism=args.parallelism,
                       shadow_deltas=args.shadow_deltas, follow=args.follow,
-                      policy_path=getattr(args, "policy", None))
+                      policy_path=getattr(args, "policy", None),
+                      kafka_bootstrap=args.kafka_bootstrap,
+                      kafka_topics=tuple(args.kafka_topic or ()), kafka_group=args.kafka_group,
+                      kafka_bounded=args.kafka_bounded,
+                      kafka_output_prefix=args.kafka_output_prefix)
     return opts, expected
 
 
 def cmd_run(args) -> int:
     opts, expected = job_options(args)
     inputs = opts.inputs
-    total = sum(_count_lines(p) for p in inputs) if not args.follow else None
+    total = sum(_count_lines(p) for p in inputs) if inputs and not args.follow else None
     run_flink(opts, total, quiet=args.quiet)
     from pipelines.summary import format_table, summarize
 
@@ -153,6 +158,13 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
     r.add_argument("--follow", action="store_true", help="watch input directories for new files")
     r.add_argument("--append", action="store_true", help="keep records of earlier runs")
+    k = r.add_argument_group("kafka")
+    k.add_argument("--kafka-bootstrap", help="bootstrap servers, e.g. 127.0.0.1:9092")
+    k.add_argument("--kafka-topic", action="append", help="input topic (repeatable)")
+    k.add_argument("--kafka-group", default="upm-stream", help="consumer group")
+    k.add_argument("--kafka-bounded", action="store_true",
+                   help="stop at the offsets that are latest when the job starts")
+    k.add_argument("--kafka-output-prefix", help="also write records to topics PREFIX.<kind>")
     r.add_argument("--tenants", type=int, default=4, help="generator: tenants")
     r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
     _add_knob_options(r)
