@@ -11,6 +11,7 @@ run: flink-env
 
 test: flink-env beam-env
 	$(BEAM)/bin/python -m pytest -q tests/core
+	$(BEAM)/bin/python -m pytest -q tests/beam
 	$(FLINK)/bin/python -m pytest -q tests/core
 	$(FLINK)/bin/python -m pytest -q tests/flink
 

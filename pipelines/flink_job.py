@@ -24,7 +24,6 @@ from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink,
                                                        OutputFileConfig, RollingPolicy,
                                                        StreamFormat)
 
-from model.governance import events_path
 from pipelines.options import JobOptions
 from transforms.flink import functions as fn
 
@@ -44,7 +43,7 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
     cfg.set_string("python.execution-mode", "thread")
     cfg.set_string("python.executable", sys.executable)
     cfg.set_string("rest.bind-address", "127.0.0.1")
-    cfg.set_string("rest.address", "127.0.0.1")
+    cfg.set_string("rest.address", opts.rest_host if remote else "127.0.0.1")
     cfg.set_string("rest.port", str(opts.rest_port or free_port()))
     cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
     cfg.set_string("pipeline.name", opts.job_name)
@@ -119,6 +118,13 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
               .process(fn.TrainerFunction(cfg, opts.shadow_deltas),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("Trainer").uid("trainer"))
+    if cfg.model.device == "gpu":
+        # Place the Trainer in slots that carry a GPU (the cluster's external resource "gpu").
+        from pyflink.datastream.slot_sharing_group import SlotSharingGroup
+        deltas = deltas.slot_sharing_group(
+            SlotSharingGroup.builder("trainer-gpu").set_cpu_cores(1.0)
+            .set_task_heap_memory_mb(512).set_task_off_heap_memory_mb(1024)
+            .set_external_resource("gpu", 1.0).build())
     snapshot_records = (deltas.get_side_output(fn.SNAPSHOTS)
                         .map(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
                              output_type=Types.STRING())
@@ -128,8 +134,7 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
              .name("DriftMonitor").uid("drift-monitor"))
 
     governed = (drift.get_side_output(fn.DRIFT_SCORES).union(drift.get_side_output(fn.QUARANTINES))
-                .flat_map(fn.Governor(opts.store_root, opts.policy_path,
-                                      str(events_path(opts.store_root).resolve())),
+                .flat_map(fn.Governor(opts.store_root, opts.policy_path),
                           output_type=Types.STRING())
                 .name("Governor").uid("governor").set_parallelism(1))
     sinks = {

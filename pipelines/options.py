@@ -18,6 +18,7 @@ class JobOptions:
     follow_interval_ms: int = 2000
     checkpoint_interval_ms: int = 2000
     rest_port: int = 0                 # 0: pick a free port
+    rest_host: str = "127.0.0.1"       # the cluster's JobManager, for submissions
     job_name: str = "upm-stream"
     policy_path: str | None = None     # promotion policy (auto-rollback on quarantine)
     savepoint_path: str | None = None  # resume from this savepoint (cluster submissions)

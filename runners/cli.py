@@ -79,7 +79,10 @@ def cmd_run(args) -> int:
     opts, expected = job_options(args)
     inputs = opts.inputs
     total = sum(_count_lines(p) for p in inputs) if inputs and not args.follow else None
-    run_flink(opts, total, quiet=args.quiet)
+    if args.engine == "beam":
+        run_beam(opts)
+    else:
+        run_flink(opts, total, quiet=args.quiet)
     from pipelines.summary import format_table, summarize
 
     summary = summarize(opts.records_dir)
@@ -102,6 +105,22 @@ def _count_lines(path: str) -> int:
         with open(f, "rb") as fh:
             n += sum(1 for _ in fh)
     return n
+
+
+def run_beam(opts) -> None:
+    """Run the Beam pipeline locally (BundleBasedDirectRunner, streaming, TestStream replay)."""
+    try:
+        from pipelines import beam_job
+    except ImportError as e:
+        raise SystemExit(f"upm run --engine beam needs the beam runtime (.venv-beam/bin/upm): {e}")
+    if opts.uses_kafka or opts.follow:
+        raise SystemExit("upm run --engine beam reads files here (Kafka and --follow are Flink's)")
+    lines = beam_job.read_lines(opts.inputs)
+    print(f"[upm] Beam BundleBasedDirectRunner (streaming): replaying {len(lines)} messages",
+          flush=True)
+    start = time.time()
+    beam_job.run(opts, lines)
+    print(f"[upm] pipeline finished in {time.time() - start:.1f}s", flush=True)
 
 
 def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
@@ -174,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="upm", description="UPM Stream: online training per tenant.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the streaming job (embedded generator by default)")
-    r.add_argument("--engine", default="flink", choices=("flink",), help="streaming engine")
+    r.add_argument("--engine", default="flink", choices=("flink", "beam"),
+                   help="flink (the .venv-flink runtime) or beam (the .venv-beam runtime)")
     add_job_arguments(r)
     r.add_argument("--summary-json", help="also write the summary as JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -45,11 +45,13 @@ def cmd_submit(args) -> int:
 
     args.output = args.store
     opts, _ = job_options(args, fresh_records=False)
-    opts = dataclasses.replace(opts, rest_port=args.rest_port, job_name=args.name,
+    opts = dataclasses.replace(opts, rest_port=args.rest_port, rest_host=args.rest_host,
+                               job_name=args.name,
                                savepoint_path=getattr(args, "from_savepoint", None),
                                checkpoint_interval_ms=args.checkpoint_interval_ms)
     job_id = submit(opts)
-    print(f"submitted job {job_id}  web UI http://127.0.0.1:{args.rest_port}/#/job/running/{job_id}")
+    print(f"submitted job {job_id}  web UI "
+          f"http://{args.rest_host}:{args.rest_port}/#/job/running/{job_id}")
     return 0
 
 
@@ -114,6 +116,7 @@ def add_commands(sub) -> None:
         s = cluster(sub.add_parser(name, help=helptext))
         add_job_arguments(s)
         s.add_argument("--name", default="upm-stream")
+        s.add_argument("--rest-host", default="127.0.0.1", help="the JobManager's host")
         s.add_argument("--checkpoint-interval-ms", type=int, default=5000)
         if name == "resume":
             s.add_argument("--from-savepoint", required=True)

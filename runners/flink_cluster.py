@@ -41,6 +41,10 @@ class ClusterSpec:
     checkpoint_interval_ms: int = 5000
     prometheus_ports: str = "9249-9259"
     extra_jars: tuple[str, ...] = ()
+    bind_host: str = "127.0.0.1"        # 0.0.0.0 inside containers
+    jobmanager_host: str = "127.0.0.1"  # how TaskManagers and clients reach the JobManager
+    taskmanager_host: str = "127.0.0.1"
+    gpus_per_taskmanager: int = 0       # > 0: Flink's GPU external resource is configured
 
     @property
     def dir(self) -> Path:
@@ -48,7 +52,7 @@ class ClusterSpec:
 
     @property
     def rest(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"http://{self.jobmanager_host}:{self.rest_port}"
 
 
 def _config_yaml(spec: ClusterSpec) -> str:
@@ -60,17 +64,17 @@ def _config_yaml(spec: ClusterSpec) -> str:
             java_opts = line.split("all:", 1)[1].strip()
     conf = {
         "env.java.opts.all": java_opts,
-        "jobmanager.rpc.address": "127.0.0.1",
+        "jobmanager.rpc.address": spec.jobmanager_host,
         "jobmanager.rpc.port": spec.rpc_port,
-        "jobmanager.bind-host": "127.0.0.1",
+        "jobmanager.bind-host": spec.bind_host,
         "jobmanager.memory.process.size": "1024m",
-        "taskmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
+        "taskmanager.bind-host": spec.bind_host,
+        "taskmanager.host": spec.taskmanager_host,
         "taskmanager.numberOfTaskSlots": spec.slots,
         "taskmanager.memory.process.size": "3072m",
         "taskmanager.memory.task.off-heap.size": "512m",
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
+        "rest.address": spec.jobmanager_host,
+        "rest.bind-address": spec.bind_host,
         "rest.port": spec.rest_port,
         "parallelism.default": 1,
         "python.execution-mode": "thread",
@@ -87,10 +91,21 @@ def _config_yaml(spec: ClusterSpec) -> str:
         "metrics.reporter.prom.factory.class":
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
         "metrics.reporter.prom.port": spec.prometheus_ports,
-        "metrics.reporter.prom.host": "127.0.0.1",
+        "metrics.reporter.prom.host": spec.bind_host,
         "metrics.fetcher.update-interval": 1000,
         "heartbeat.timeout": 20000,
     }
+    if spec.gpus_per_taskmanager:
+        # Flink's GPU plugin (plugins/external-resource-gpu) discovers NVIDIA GPUs; the Trainer's
+        # slot sharing group asks for one (pipelines/flink_job.py, model.device = "gpu").
+        conf.update({
+            "external-resources": "gpu",
+            "external-resource.gpu.amount": spec.gpus_per_taskmanager,
+            "external-resource.gpu.driver-factory.class":
+                "org.apache.flink.externalresource.gpu.GPUDriverFactory",
+            "external-resource.gpu.param.discovery-script.path":
+                str(flink_home() / "plugins" / "external-resource-gpu" / "nvidia-gpu-discovery.sh"),
+        })
     return "".join(f"{k}: {json.dumps(v) if isinstance(v, str) else v}\n" for k, v in conf.items())
 
 
@@ -152,6 +167,14 @@ def up(spec: ClusterSpec, wait_s: float = 90.0) -> dict:
     raise RuntimeError(f"the cluster did not come up within {wait_s:.0f}s; see {spec.dir / 'log'}")
 
 
+def foreground(spec: ClusterSpec, role: str) -> None:
+    """Run one daemon in the foreground (containers): role is jobmanager or taskmanager."""
+    prepare(spec)
+    script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[role]
+    os.execve("/bin/bash", ["bash", str(flink_home() / "bin" / script), "start-foreground"],
+              _env(spec))
+
+
 def add_taskmanager(spec: ClusterSpec) -> None:
     _daemon(spec, "taskmanager.sh", "start")
 
@@ -179,3 +202,17 @@ def rest(spec: ClusterSpec, path: str, method: str = "GET", body: dict | None = 
     with urllib.request.urlopen(req, timeout=timeout) as r:
         text = r.read()
         return json.loads(text) if text else {}
+
+
+if __name__ == "__main__":
+    # Container entry: python -m runners.flink_cluster jobmanager|taskmanager, configured by
+    # UPM_STORE, UPM_FLINK_BIND_HOST, UPM_FLINK_JOBMANAGER_HOST, UPM_FLINK_TASKMANAGER_HOST,
+    # UPM_FLINK_SLOTS and UPM_FLINK_GPUS.
+    e = os.environ
+    foreground(ClusterSpec(store=e.get("UPM_STORE", "/data/upm"),
+                           bind_host=e.get("UPM_FLINK_BIND_HOST", "0.0.0.0"),
+                           jobmanager_host=e.get("UPM_FLINK_JOBMANAGER_HOST", "jobmanager"),
+                           taskmanager_host=e.get("UPM_FLINK_TASKMANAGER_HOST", "taskmanager"),
+                           slots=int(e.get("UPM_FLINK_SLOTS", "4")),
+                           gpus_per_taskmanager=int(e.get("UPM_FLINK_GPUS", "0"))),
+               sys.argv[1])

@@ -78,6 +78,7 @@ class DriftWindow:
         self.episode_id: str | None = None
         self.trainer_id = ""
         self.snapshot_id: str | None = None
+        self.snapshot_version = 0
         self.counters = {"samples": 0, "warmup": 0, "too_old": 0, "evaluations": 0, "quarantines": 0,
                          "recoveries": 0}
         self.last_p95 = float("nan")
@@ -90,8 +91,9 @@ class DriftWindow:
         """Add one comparison. Returns the boundary whose evaluation it belongs to (for the
         engine to set a timer at `boundary + evaluation_delay_ms`), or None if it is too old."""
         self.trainer_id = delta.trainer_id or self.trainer_id
-        if delta.snapshot_id:
-            self.snapshot_id = delta.snapshot_id
+        # The newest snapshot seen, by version, so the result does not depend on arrival order.
+        if delta.snapshot_id and delta.model_version >= self.snapshot_version:
+            self.snapshot_id, self.snapshot_version = delta.snapshot_id, delta.model_version
         if delta.model_version < self.config.min_model_version:
             self.counters["warmup"] += 1
             return None
@@ -104,6 +106,13 @@ class DriftWindow:
             delta.drift_score)
         self.counters["samples"] += 1
         return boundary
+
+    def next_boundary(self) -> int | None:
+        """The earliest boundary not yet evaluated that has samples (engines with one timer
+        per key keep it at `timer_time(next_boundary())`)."""
+        pending = [(i + 1) * self._width for i in self.sub
+                   if (i + 1) * self._width > self.evaluated_until]
+        return min(pending) if pending else None
 
     def timer_time(self, boundary: int) -> int:
         return boundary + self.config.evaluation_delay_ms
@@ -160,6 +169,7 @@ class DriftWindow:
             "tenant_id": self.tenant_id, "evaluated_until": self.evaluated_until,
             "in_episode": self.in_episode, "episode_id": self.episode_id,
             "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
+            "snapshot_version": self.snapshot_version,
             "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
             "sub": {str(k): sk.to_bytes().hex() for k, sk in self.sub.items()},
         }
@@ -174,6 +184,7 @@ class DriftWindow:
         dw.episode_id = doc["episode_id"]
         dw.trainer_id = doc["trainer_id"]
         dw.snapshot_id = doc["snapshot_id"]
+        dw.snapshot_version = doc.get("snapshot_version", 0)
         dw.counters.update(doc["counters"])
         dw.last_p95 = float("nan") if doc["last_p95"] is None else doc["last_p95"]
         dw.sub = {int(k): QuantileSketch.from_bytes(bytes.fromhex(v)) for k, v in doc["sub"].items()}

@@ -86,6 +86,12 @@ def test_submit_watch_metrics_cancel(cluster):
     assert counters["dead_letters"] == expected.totals()["dead_letters"]
     assert counters["duplicates"] == expected.totals()["duplicates"]
 
+    # per-tenant gauges, as the web UI shows them
+    trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if v["name"].startswith("Trainer")][0]
+    ids = [m["id"] for m in get(spec, f"/jobs/{job_id}/vertices/{trainer['id']}/subtasks/metrics")]
+    for tenant in expected.tenants:
+        assert any(f"upm.tenant.{tenant}.loss_micro" in i for i in ids), ids
+
     assert job_id in upm("jobs", "--rest-port", str(spec.rest_port))
     upm("cancel", "--rest-port", str(spec.rest_port), job_id)
     wait_for(lambda: get(spec, f"/jobs/{job_id}")["state"] == "CANCELED", timeout=60)

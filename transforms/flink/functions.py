@@ -8,7 +8,6 @@ core records, pickled by PyFlink.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -19,16 +18,11 @@ from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
 from pyflink.datastream.state import ValueStateDescriptor
 
-from model.governance import Governance, JsonLinesSink
-from model.policy import Policy
-from model.registry import LocalDocumentStore, Registry
-from model.signing import Signer, Verifier
-from model.snapshot import encode
-from model.store import open_store
 from state.config import UpmConfig
 from state.drift import DriftWindow
 from state.parse import dead_letter, parse_message
-from state.records import Feedback, SnapshotRecord, rfc3339_to_ms
+from state.records import Feedback
+from transforms.publish import DriftGovernor, SnapshotPublisher
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
 
@@ -101,6 +95,15 @@ class _Keyed(KeyedProcessFunction):
             ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY()))
         self.metrics = runtime_context.get_metrics_group().add_group("upm")
         self.live: dict = {}
+        self.gauges: dict = {}
+
+    def _tenant_gauge(self, tenant: str, name: str, value: float) -> None:
+        """Set gauge `upm.tenant.<tenant>.<name>` (registered on first use; Flink reads it)."""
+        key = (tenant, name)
+        if key not in self.gauges:
+            self.metrics.add_group("tenant", tenant).gauge(
+                name, lambda k=key: int(self.gauges.get(k, 0)))
+        self.gauges[key] = value
 
     def _load(self, tenant: str):
         obj = self.live.get(tenant)
@@ -187,10 +190,6 @@ class TrainerFunction(_Keyed):
     def open(self, runtime_context):
         super().open(runtime_context)
         self.c = {k: self.metrics.counter(k) for k in ("trained", "snapshots", "steps")}
-        self.loss = 0.0
-        self.version = 0
-        self.metrics.gauge("loss_micro", lambda: int(self.loss * 1e6))
-        self.metrics.gauge("snapshot_version", lambda: self.version)
 
     def process_element(self, value, ctx):
         kind, rec = value
@@ -217,53 +216,42 @@ class TrainerFunction(_Keyed):
         if ts.trained != before:
             self.c["trained"].inc(ts.trained - before)
             self.c["steps"].inc()
-            self.loss = ts.last_loss
+            self._tenant_gauge(ts.tenant_id, "loss_micro", ts.last_loss * 1e6)
         for d in out.deltas:
             if self.emit_shadow_deltas:
                 yield SHADOW_DELTAS, d.to_json()
             yield d
         for snap in out.snapshots:
             self.c["snapshots"].inc()
-            self.version = snap.manifest["version"]
+            self._tenant_gauge(ts.tenant_id, "snapshot_version", snap.manifest["version"])
             yield SNAPSHOTS, snap
 
 
 class SnapshotWriter(MapFunction):
-    """Encode a Snapshot, write it to the store (create-only, idempotent), sign it when a
-    signing key is configured (UPM_SIGNING_KEY_FILE), register it, and emit its record."""
+    """Publish a Snapshot (write create-only and idempotent, sign when UPM_SIGNING_KEY_FILE is
+    set, register) and emit its record."""
 
     def __init__(self, store_location: str, compression: str):
         self.store_location = store_location
         self.compression = compression
 
     def open(self, runtime_context: RuntimeContext):
-        self.store = open_store(self.store_location)
-        self.registry = Registry(LocalDocumentStore(self.store_location))
-        self.signer = Signer.from_env()
+        self.publisher = SnapshotPublisher(self.store_location, self.compression)
         g = runtime_context.get_metrics_group().add_group("upm")
         self.written = g.counter("snapshots_written")
         self.bytes = g.counter("snapshot_bytes")
-        self.last_written_ms = 0
-        g.gauge("snapshot_freshness_ms",
-                lambda: int(time.time() * 1000) - self.last_written_ms if self.last_written_ms else -1)
+        self.group = g
+        self.last_written: dict[str, int] = {}  # tenant -> wall-clock ms of its last snapshot
 
     def map(self, snap):
-        m = snap.manifest
-        enc = encode(snap, self.compression)
-        stored = self.store.write_snapshot(m["tenant_id"], m["snapshot_id"], enc)
+        record = self.publisher.publish(snap)
         self.written.inc()
-        self.bytes.inc(enc.size_bytes)
-        self.last_written_ms = int(time.time() * 1000)
-        signature = self.signer.sign(m["snapshot_id"], stored.sha256) if self.signer else None
-        record = SnapshotRecord(
-            snapshot_id=m["snapshot_id"], tenant_id=m["tenant_id"], trainer_id=m["trainer_id"],
-            version=m["version"], mode=m["mode"], created_at=m["created_at"],
-            window_start=m["window_start"], window_end=m["window_end"],
-            windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
-            sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
-            compression=stored.compression, signature=signature,
-            parent_snapshot_id=m["parent_snapshot_id"])
-        self.registry.register(dataclasses.asdict(record))
+        self.bytes.inc(record.size_bytes)
+        if record.tenant_id not in self.last_written:
+            self.group.add_group("tenant", record.tenant_id).gauge(
+                "snapshot_freshness_ms",
+                lambda t=record.tenant_id: int(time.time() * 1000) - self.last_written[t])
+        self.last_written[record.tenant_id] = int(time.time() * 1000)
         return record.to_json()
 
 
@@ -281,8 +269,6 @@ class DriftMonitorFunction(_Keyed):
     def open(self, runtime_context):
         super().open(runtime_context)
         self.c = {k: self.metrics.counter(k) for k in ("deltas", "quarantines", "recoveries")}
-        self.p95 = 0.0
-        self.metrics.gauge("drift_p95_micro", lambda: int(self.p95 * 1e6))
 
     def process_element(self, delta, ctx):
         dw = self._load(delta.tenant_id)
@@ -301,7 +287,7 @@ class DriftMonitorFunction(_Keyed):
             out = dw.evaluate(dw.boundary_of_timer(timestamp))
             self._save(dw)
             for s in out.scores:
-                self.p95 = s.drift_p95
+                self._tenant_gauge(dw.tenant_id, "drift_p95_micro", s.drift_p95 * 1e6)
                 yield DRIFT_SCORES, s.to_json()
             for q in out.quarantines:
                 self.c["quarantines"].inc()
@@ -316,27 +302,17 @@ class DriftMonitorFunction(_Keyed):
 
 class Governor(FlatMapFunction):
     """Drift scores and quarantines meet the registry: record each snapshot's measured drift, and
-    apply quarantines (the automatic rollback the policy asks for). Emits governance events."""
+    apply quarantines (the automatic rollback the policy asks for). Emits rollback events."""
 
-    def __init__(self, store_location: str, policy_path: str | None, events_path: str):
+    def __init__(self, store_location: str, policy_path: str | None):
         self.store_location = store_location
         self.policy_path = policy_path
-        self.events_path = events_path
 
     def open(self, runtime_context: RuntimeContext):
-        registry = Registry(LocalDocumentStore(self.store_location))
-        self.gov = Governance(registry, open_store(self.store_location),
-                              Policy.load(self.policy_path), Verifier.from_env(),
-                              JsonLinesSink(self.events_path))
+        self.governor = DriftGovernor(self.store_location, self.policy_path)
         self.rollbacks = runtime_context.get_metrics_group().add_group("upm").counter("rollbacks")
 
     def flat_map(self, value):
-        rec = json.loads(value)
-        if rec["event"] == "upm.drift.score":
-            self.gov.registry.record_drift(rec["tenant_id"], rec.get("snapshot_id"),
-                                           rec["drift_p95"], rec["sample_count"],
-                                           rfc3339_to_ms(rec["window_end"]))
-        elif rec["event"] == "ai.upm.drift.quarantine":
-            for ev in self.gov.on_quarantine(rec):
-                self.rollbacks.inc()
-                yield json.dumps(ev)
+        for ev in self.governor.apply(value):
+            self.rollbacks.inc()
+            yield json.dumps(ev)

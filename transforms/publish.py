@@ -1,0 +1,58 @@
+"""Engine-free steps both engine adapters share at their sinks: publishing a snapshot (encode,
+write create-only, sign, register, make its record) and governing drift records (measured drift
+into the registry, quarantines into automatic rollbacks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from model.governance import Governance, JsonLinesSink, events_path
+from model.policy import Policy
+from model.registry import LocalDocumentStore, Registry
+from model.signing import Signer, Verifier
+from model.snapshot import Snapshot, encode
+from model.store import open_store
+from state.records import SnapshotRecord, rfc3339_to_ms
+
+
+class SnapshotPublisher:
+    def __init__(self, store_location: str, compression: str):
+        self.store = open_store(store_location)
+        self.registry = Registry(LocalDocumentStore(store_location))
+        self.signer = Signer.from_env()
+        self.compression = compression
+
+    def publish(self, snap: Snapshot) -> SnapshotRecord:
+        m = snap.manifest
+        enc = encode(snap, self.compression)
+        stored = self.store.write_snapshot(m["tenant_id"], m["snapshot_id"], enc)
+        signature = self.signer.sign(m["snapshot_id"], stored.sha256) if self.signer else None
+        record = SnapshotRecord(
+            snapshot_id=m["snapshot_id"], tenant_id=m["tenant_id"], trainer_id=m["trainer_id"],
+            version=m["version"], mode=m["mode"], created_at=m["created_at"],
+            window_start=m["window_start"], window_end=m["window_end"],
+            windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
+            sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
+            compression=stored.compression, signature=signature,
+            parent_snapshot_id=m["parent_snapshot_id"])
+        self.registry.register(dataclasses.asdict(record))
+        return record
+
+
+class DriftGovernor:
+    def __init__(self, store_location: str, policy_path: str | None):
+        registry = Registry(LocalDocumentStore(store_location))
+        self.gov = Governance(registry, open_store(store_location), Policy.load(policy_path),
+                              Verifier.from_env(), JsonLinesSink(events_path(store_location)))
+
+    def apply(self, record_json: str) -> list[dict]:
+        """Returns the rollback events a quarantine caused."""
+        rec = json.loads(record_json)
+        if rec["event"] == "upm.drift.score":
+            self.gov.registry.record_drift(rec["tenant_id"], rec.get("snapshot_id"),
+                                           rec["drift_p95"], rec["sample_count"],
+                                           rfc3339_to_ms(rec["window_end"]))
+        elif rec["event"] == "ai.upm.drift.quarantine":
+            return self.gov.on_quarantine(rec)
+        return []
