@@ -10,6 +10,7 @@ rollback. Promote and rollback are idempotent: repeating one changes nothing and
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,10 @@ class PromotionRefused(GovernanceError):
 
 
 def events_path(store_root: str | Path) -> Path:
-    """Where governance events of a store go by default."""
+    """Where governance events of a store go by default: beside a local store; for an object
+    store, in the local directory $UPM_EVENTS_DIR (default ./upm-events)."""
+    if "://" in str(store_root):
+        return Path(os.environ.get("UPM_EVENTS_DIR", "./upm-events")) / "governance.jsonl"
     return Path(store_root) / "events" / "governance.jsonl"
 
 

@@ -18,8 +18,11 @@ Document (`<store root>/registry/models.json`):
         "history": [{timestamp, action, from_stage, to_stage, artifact_id, actor, reason}, ...]}}}
 
 Writers never lose each other's updates: every change is a pure function applied to the latest
-document and written back with compare-and-swap on `generation`, retried on conflict. The local
-backend does the check and the atomic rename under an exclusive `flock`.
+document and written back with compare-and-swap, retried on conflict. Each backend's `read()`
+returns the document and a token, and `write(doc, token)` succeeds only if the stored document
+is still the one that token names: locally the document's `generation` checked under an
+exclusive `flock` before an atomic rename; on GCS the object generation (`if_generation_match`);
+on S3 the ETag (`If-Match`, or `If-None-Match: *` for the first write).
 """
 
 from __future__ import annotations
@@ -77,18 +80,96 @@ class LocalDocumentStore:
             doc = empty_document()
         return doc, doc["generation"]
 
-    def write(self, doc: dict, expected_generation: int) -> None:
+    def write(self, doc: dict, token: int) -> None:
         with self._locked():
             _, current = self.read()
-            if current != expected_generation:
-                raise RegistryConflict(f"registry generation is {current}, expected "
-                                       f"{expected_generation}")
+            if current != token:
+                raise RegistryConflict(f"registry generation is {current}, expected {token}")
             fd, tmp = tempfile.mkstemp(prefix=".models-", dir=self.dir)
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+
+
+class GcsDocumentStore:
+    """The registry document as a GCS object, written with `if_generation_match`."""
+
+    def __init__(self, location: str, client=None):
+        from google.cloud import storage
+
+        rest = location[len("gs://"):]
+        self.bucket_name, _, prefix = rest.partition("/")
+        self.key = "/".join(x for x in (prefix.strip("/"), "registry/models.json") if x)
+        self.bucket = (client or storage.Client()).bucket(self.bucket_name)
+
+    def read(self) -> tuple[dict, int]:
+        blob = self.bucket.get_blob(self.key)
+        if blob is None:
+            return empty_document(), 0
+        return json.loads(blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
+
+    def write(self, doc: dict, token: int) -> None:
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(self.key).upload_from_string(
+                json.dumps(doc, indent=1, sort_keys=True), content_type="application/json",
+                if_generation_match=token)
+        except PreconditionFailed:
+            raise RegistryConflict(f"gs://{self.bucket_name}/{self.key} changed") from None
+
+
+class S3DocumentStore:
+    """The registry document as an S3 object, written with `If-Match` on its ETag."""
+
+    def __init__(self, location: str, client=None):
+        import boto3
+
+        rest = location[len("s3://"):]
+        self.bucket, _, prefix = rest.partition("/")
+        self.key = "/".join(x for x in (prefix.strip("/"), "registry/models.json") if x)
+        self.client = client or boto3.client("s3")
+
+    def read(self) -> tuple[dict, str | None]:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return empty_document(), None
+            raise
+        return json.loads(obj["Body"].read()), obj["ETag"]
+
+    def write(self, doc: dict, token: str | None) -> None:
+        from botocore.exceptions import ClientError
+
+        cond = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key,
+                                   Body=json.dumps(doc, indent=1, sort_keys=True).encode(),
+                                   ContentType="application/json", **cond)
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("PreconditionFailed", "412",
+                                               "ConditionalRequestConflict"):
+                raise RegistryConflict(f"s3://{self.bucket}/{self.key} changed") from None
+            raise
+
+
+def open_documents(location: str):
+    loc = str(location)
+    if loc.startswith("gs://"):
+        return GcsDocumentStore(loc)
+    if loc.startswith("s3://"):
+        return S3DocumentStore(loc)
+    return LocalDocumentStore(loc)
+
+
+def open_registry(location: str, clock: Callable[[], float] = time.time) -> "Registry":
+    """The registry of the store at `location` (a path, gs://bucket/prefix or s3://...)."""
+    return Registry(open_documents(location), clock=clock)
 
 
 class Registry:
@@ -107,14 +188,14 @@ class Registry:
         """Apply `change(doc)` (mutating a copy) with compare-and-swap; retry on conflict.
         Returns what `change` returned. `change` may raise to abort with nothing written."""
         for attempt in range(self.max_attempts):
-            doc, gen = self.documents.read()
+            doc, token = self.documents.read()
             work = copy.deepcopy(doc)
             result = change(work)
             if work == doc:
                 return result
-            work["generation"] = gen + 1
+            work["generation"] = doc["generation"] + 1
             try:
-                self.documents.write(work, gen)
+                self.documents.write(work, token)
                 return result
             except RegistryConflict:
                 time.sleep(min(0.05, 0.001 * (2 ** min(attempt, 6))))

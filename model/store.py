@@ -1,14 +1,19 @@
-"""Snapshot stores: where encoded snapshots live. This module has the local-directory store.
+"""Snapshot stores: where encoded snapshots live, chosen by location: a path (local directory),
+`gs://bucket/prefix` (Google Cloud Storage) or `s3://bucket/prefix` (S3).
 
 Layout under the store root (the registry document lives beside, in `<root>/registry/`):
 
     <root>/snapshots/<tenant_id>/<snapshot_id><ext>   the encoded snapshot (ext by compression)
     <root>/snapshots/<tenant_id>/<snapshot_id>.json   its sidecar: id, sha256, size, format, ...
 
-Writes are create-only and atomic: bytes go to a temporary file in the same directory, are
-fsynced, then hard-linked into place (link fails if the name exists, so two writers cannot both
-win). Writing a name that already holds identical bytes succeeds (a job replaying after a
-restart); different bytes raise SnapshotConflict and the stored version is kept.
+Writes are create-only and atomic in every backend: local files are written to a temporary
+name, fsynced and hard-linked into place (link fails if the name exists); GCS uploads carry
+`if_generation_match=0`; S3 puts carry `If-None-Match: *`. Writing a name that already holds
+identical bytes succeeds (a job replaying after a restart); different bytes raise
+SnapshotConflict and the stored version is kept.
+
+Emulators and other endpoints come from the clients' own settings: STORAGE_EMULATOR_HOST for
+google-cloud-storage, AWS_ENDPOINT_URL(_S3) and the AWS_* credentials for boto3.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.snapshot import EXTENSIONS, EncodedSnapshot, Snapshot, decode, sha256_hex
@@ -37,9 +42,54 @@ class StoredSnapshot:
     format: str
 
 
-class LocalSnapshotStore:
-    scheme = "file"
+class SnapshotStore:
+    """Snapshot-level operations over four byte primitives each backend provides:
+    `_create(relpath, data) -> bool` (False if it exists), `get_bytes(uri)`, `uri(relpath)`,
+    `_list(prefix) -> relpaths`, `delete(uri)`."""
 
+    def put_bytes(self, relpath: str, data: bytes) -> str:
+        """Create `relpath` with `data`; idempotent for identical bytes."""
+        if not self._create(relpath, data):
+            existing = self.get_bytes(self.uri(relpath))
+            if existing != data:
+                raise SnapshotConflict(
+                    f"{self.uri(relpath)} already holds different bytes (sha256 "
+                    f"{sha256_hex(existing)}, refusing {sha256_hex(data)})")
+        return self.uri(relpath)
+
+    def write_snapshot(self, tenant_id: str, snapshot_id: str, enc: EncodedSnapshot) -> StoredSnapshot:
+        rel = f"snapshots/{tenant_id}/{snapshot_id}{EXTENSIONS[enc.compression]}"
+        uri = self.put_bytes(rel, enc.data)
+        stored = StoredSnapshot(snapshot_id, tenant_id, uri, enc.sha256, enc.size_bytes,
+                                enc.compression, enc.format)
+        sidecar = json.dumps(asdict(stored), sort_keys=True, indent=1).encode()
+        self.put_bytes(f"snapshots/{tenant_id}/{snapshot_id}.json", sidecar)
+        return stored
+
+    def read_snapshot(self, uri: str, sha256: str) -> Snapshot:
+        return decode(self.get_bytes(uri), sha256)
+
+    def list_snapshots(self, tenant_id: str | None = None) -> list[StoredSnapshot]:
+        prefix = f"snapshots/{tenant_id}/" if tenant_id else "snapshots/"
+        out = []
+        for rel in sorted(self._list(prefix)):
+            if rel.endswith(".json"):
+                out.append(StoredSnapshot(**json.loads(self.get_bytes(self.uri(rel)))))
+        return out
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.get_bytes(uri)
+            return True
+        except (OSError, KeyError):
+            return False
+
+    def _sidecar_of(self, uri: str) -> str:
+        head = uri.split(".upm")[0]
+        return head + ".json"
+
+
+class LocalSnapshotStore(SnapshotStore):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
 
@@ -54,10 +104,9 @@ class LocalSnapshotStore:
         return path
 
     def uri(self, relpath: str) -> str:
-        return (self.root / relpath).as_uri()
+        return self._path(relpath).as_uri()
 
-    def put_bytes(self, relpath: str, data: bytes) -> str:
-        """Create `relpath` with `data` atomically; idempotent for identical bytes."""
+    def _create(self, relpath: str, data: bytes) -> bool:
         dest = self._path(relpath)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
@@ -69,54 +118,144 @@ class LocalSnapshotStore:
             try:
                 os.link(tmp, dest)
             except FileExistsError:
-                existing = dest.read_bytes()
-                if existing != data:
-                    raise SnapshotConflict(
-                        f"{dest} already holds different bytes (sha256 {sha256_hex(existing)}, "
-                        f"refusing {sha256_hex(data)})") from None
+                return False
         finally:
             os.unlink(tmp)
-        return dest.as_uri()
-
-    def delete(self, uri: str) -> None:
-        """Remove a snapshot and its sidecar (retention)."""
-        path = self._path(uri)
-        path.unlink(missing_ok=True)
-        name = path.name.split(".upm")[0]
-        (path.parent / f"{name}.json").unlink(missing_ok=True)
+        return True
 
     def get_bytes(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
 
-    def exists(self, uri: str) -> bool:
-        return self._path(uri).exists()
+    def delete(self, uri: str) -> None:
+        """Remove a snapshot and its sidecar (retention)."""
+        self._path(uri).unlink(missing_ok=True)
+        self._path(self._sidecar_of(uri)).unlink(missing_ok=True)
 
-    def write_snapshot(self, tenant_id: str, snapshot_id: str, enc: EncodedSnapshot) -> StoredSnapshot:
-        rel = f"snapshots/{tenant_id}/{snapshot_id}{EXTENSIONS[enc.compression]}"
-        uri = self.put_bytes(rel, enc.data)
-        stored = StoredSnapshot(snapshot_id, tenant_id, uri, enc.sha256, enc.size_bytes,
-                                enc.compression, enc.format)
-        sidecar = json.dumps(stored.__dict__, sort_keys=True, indent=1).encode()
-        self.put_bytes(f"snapshots/{tenant_id}/{snapshot_id}.json", sidecar)
-        return stored
+    def _list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        return [str(p.relative_to(self.root)) for p in base.rglob("*")
+                if p.is_file() and not p.name.startswith(".")]
 
-    def read_snapshot(self, uri: str, sha256: str) -> Snapshot:
-        return decode(self.get_bytes(uri), sha256)
 
-    def list_snapshots(self, tenant_id: str | None = None) -> list[StoredSnapshot]:
-        base = self.root / "snapshots"
-        dirs = [base / tenant_id] if tenant_id else sorted(
-            p for p in base.iterdir() if p.is_dir()) if base.exists() else []
+def _split(location: str, scheme: str) -> tuple[str, str]:
+    rest = location[len(scheme):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{location!r} names no bucket")
+    return bucket, prefix.strip("/")
+
+
+class GcsSnapshotStore(SnapshotStore):
+    def __init__(self, location: str, client=None):
+        from google.cloud import storage
+
+        self.bucket_name, self.prefix = _split(location, "gs://")
+        self.client = client or storage.Client()
+        self.bucket = self.client.bucket(self.bucket_name)
+
+    def _key(self, relpath: str) -> str:
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def uri(self, relpath: str) -> str:
+        return f"gs://{self.bucket_name}/{self._key(relpath)}"
+
+    def _blob_of(self, uri: str):
+        bucket, key = _split(uri, "gs://")
+        if bucket != self.bucket_name:
+            raise ValueError(f"{uri} is not in bucket {self.bucket_name}")
+        return self.bucket.blob(key)
+
+    def _create(self, relpath: str, data: bytes) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(self._key(relpath)).upload_from_string(data, if_generation_match=0)
+            return True
+        except PreconditionFailed:
+            return False
+
+    def get_bytes(self, uri: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self._blob_of(uri).download_as_bytes()
+        except NotFound:
+            raise FileNotFoundError(uri) from None
+
+    def delete(self, uri: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        for u in (uri, self._sidecar_of(uri)):
+            try:
+                self._blob_of(u).delete()
+            except NotFound:
+                pass
+
+    def _list(self, prefix: str) -> list[str]:
+        key = self._key(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return [b.name[cut:] for b in self.client.list_blobs(self.bucket_name, prefix=key)]
+
+
+class S3SnapshotStore(SnapshotStore):
+    def __init__(self, location: str, client=None):
+        import boto3
+
+        self.bucket_name, self.prefix = _split(location, "s3://")
+        self.client = client or boto3.client("s3")
+
+    def _key(self, relpath: str) -> str:
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def uri(self, relpath: str) -> str:
+        return f"s3://{self.bucket_name}/{self._key(relpath)}"
+
+    def _create(self, relpath: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket_name, Key=self._key(relpath), Body=data,
+                                   IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("PreconditionFailed", "412",
+                                               "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def get_bytes(self, uri: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split(uri, "s3://")
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise FileNotFoundError(uri) from None
+            raise
+
+    def delete(self, uri: str) -> None:
+        for u in (uri, self._sidecar_of(uri)):
+            bucket, key = _split(u, "s3://")
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    def _list(self, prefix: str) -> list[str]:
+        key = self._key(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
         out = []
-        for d in dirs:
-            for side in sorted(d.glob("*.json")):
-                out.append(StoredSnapshot(**json.loads(side.read_text())))
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket_name, Prefix=key):
+            out += [o["Key"][cut:] for o in page.get("Contents", [])]
         return out
 
 
-def open_store(location: str | os.PathLike) -> LocalSnapshotStore:
-    """The snapshot store rooted at `location` (a path; object stores come with their own)."""
+def open_store(location: str | os.PathLike) -> SnapshotStore:
+    """The snapshot store rooted at `location`: a path, gs://bucket/prefix or s3://bucket/prefix."""
     loc = str(location)
-    if loc.startswith(("gs://", "s3://")):
-        raise ValueError(f"object-store snapshot stores are not available in this build: {loc}")
+    if loc.startswith("gs://"):
+        return GcsSnapshotStore(loc)
+    if loc.startswith("s3://"):
+        return S3SnapshotStore(loc)
     return LocalSnapshotStore(loc)

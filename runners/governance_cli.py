@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from model.governance import Governance, GovernanceError, JsonLinesSink, events_path
 from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
-from model.registry import STAGES, LocalDocumentStore, Registry
+from model.registry import STAGES, open_registry
 from model.retention import RetentionRule, apply as apply_retention, plan as plan_retention
 from model.signing import SignatureError, Verifier, generate_keypair
 from model.snapshot import sha256_hex
@@ -27,7 +27,7 @@ def _when(ms) -> str:
 
 def _open(args):
     store = open_store(args.store)
-    registry = Registry(LocalDocumentStore(args.store))
+    registry = open_registry(args.store)
     return store, registry
 
 

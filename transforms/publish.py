@@ -9,7 +9,7 @@ import json
 
 from model.governance import Governance, JsonLinesSink, events_path
 from model.policy import Policy
-from model.registry import LocalDocumentStore, Registry
+from model.registry import open_registry
 from model.signing import Signer, Verifier
 from model.snapshot import Snapshot, encode
 from model.store import open_store
@@ -19,7 +19,7 @@ from state.records import SnapshotRecord, rfc3339_to_ms
 class SnapshotPublisher:
     def __init__(self, store_location: str, compression: str):
         self.store = open_store(store_location)
-        self.registry = Registry(LocalDocumentStore(store_location))
+        self.registry = open_registry(store_location)
         self.signer = Signer.from_env()
         self.compression = compression
 
@@ -42,7 +42,7 @@ class SnapshotPublisher:
 
 class DriftGovernor:
     def __init__(self, store_location: str, policy_path: str | None):
-        registry = Registry(LocalDocumentStore(store_location))
+        registry = open_registry(store_location)
         self.gov = Governance(registry, open_store(store_location), Policy.load(policy_path),
                               Verifier.from_env(), JsonLinesSink(events_path(store_location)))
 
