@@ -43,4 +43,6 @@ class JobOptions:
         base = self.config.snapshots.base_path
         if base == UpmConfig().snapshots.base_path:
             return str(Path(self.output_dir))
+        if "://" in base:  # gs://bucket/prefix/snapshots -> gs://bucket/prefix
+            return base.rstrip("/").rsplit("/", 1)[0]
         return str(Path(base).parent)
