@@ -74,7 +74,8 @@ def test_stream_of(lines: list[str], out_of_orderness_ms: int, chunk: int = 64) 
     return ts.advance_watermark_to_infinity()
 
 
-def build(p: beam.Pipeline, lines, opts: JobOptions) -> None:
+def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str | None = None
+          ) -> None:
     cfg = opts.config
     parsed = lines | "Parse" >> beam.ParDo(dofns.Parse("beam", cfg.source.max_features)) \
         .with_outputs("dead_letters", main="windows")
@@ -102,15 +103,42 @@ def build(p: beam.Pipeline, lines, opts: JobOptions) -> None:
     for kind, pcolls in records.items():
         pc = pcolls[0] if len(pcolls) == 1 else (tuple(pcolls) | f"All{kind}" >> beam.Flatten())
         pc | f"Write{kind}" >> beam.ParDo(AppendJsonLines(out, kind))
+        if pubsub_output_prefix:
+            (pc | f"Encode{kind}" >> beam.Map(lambda s: s.encode("utf-8"))
+             | f"Publish{kind}" >> beam.io.WriteToPubSub(f"{pubsub_output_prefix}-{kind}"))
 
 
 def run(opts: JobOptions, lines: list[str]) -> None:
     """Run on the local BundleBasedDirectRunner in streaming mode over `lines`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    options = PipelineOptions(streaming=True, runner="BundleBasedDirectRunner")
+    options = PipelineOptions(flags=[], streaming=True, runner="BundleBasedDirectRunner")
     with beam.Pipeline(options=options) as p:
         stream = p | "Input" >> test_stream_of(lines, opts.config.source.out_of_orderness_ms)
         build(p, stream, opts)
+
+
+def run_pubsub(opts: JobOptions, subscription: str, output_prefix: str | None,
+               run_seconds: float | None = None) -> None:
+    """Read FeatureWindow messages from a Pub/Sub subscription (element timestamps from the
+    `event_time` attribute, epoch ms, so the watermark follows event time) and write records
+    to files and, with `output_prefix`, to topics `<output_prefix>-<kind>`. Runs until
+    interrupted, or for `run_seconds`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    options = PipelineOptions(flags=[], streaming=True, runner="BundleBasedDirectRunner")
+    p = beam.Pipeline(options=options)
+    lines = (p | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=subscription,
+                                                        timestamp_attribute="event_time")
+             | "Decode" >> beam.Map(lambda b: b.decode("utf-8", errors="replace")))
+    build(p, lines, opts, output_prefix)
+    result = p.run()
+    if not run_seconds:
+        result.wait_until_finish()
+        return
+    import time  # the DirectRunner's wait_until_finish takes no duration
+    deadline = time.time() + run_seconds
+    while time.time() < deadline and str(result.state) in ("RUNNING", "PipelineState.RUNNING"):
+        time.sleep(1.0)
+    result.cancel()
 
 
 def read_lines(paths) -> list[str]:
