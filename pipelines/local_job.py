@@ -29,6 +29,7 @@ class TenantRun:
     boundaries: set[int] = field(default_factory=set)
     snapshots: list[Snapshot] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
+    late_windows: list = field(default_factory=list)  # the LateWindow records
     dead_letters: int = 0
 
 
@@ -83,7 +84,9 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
         if isinstance(rec, Feedback):
             train(t, t.trainer.on_feedback(rec))
             continue
-        for w in t.replay.add(rec).released:
+        out = t.replay.add(rec)
+        t.late_windows += out.late
+        for w in out.released:
             train(t, t.trainer.on_window(w))
     for t in run.tenants.values():
         for w in t.replay.flush().released:
