@@ -79,7 +79,8 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
     cfg = opts.config
     parsed = lines | "Parse" >> beam.ParDo(dofns.Parse("beam", cfg.source.max_features)) \
         .with_outputs("dead_letters", main="windows")
-    train = beam.ParDo(dofns.ReplayTrainDoFn(cfg, opts.shadow_deltas))
+    train = beam.ParDo(dofns.ReplayTrainDoFn(cfg, opts.shadow_deltas,
+                                             opts.store_root if opts.warm_start else None))
     if cfg.model.device == "gpu":
         train = train.with_resource_hints(accelerator=GPU_HINT)
     trained = parsed.windows | "ReplayBuffer+Trainer" >> train.with_outputs(

@@ -115,7 +115,8 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                 .process(fn.ReplayBufferFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
                 .name("ReplayBuffer").uid("replay-buffer"))
     deltas = (released.key_by(fn.tenant_of, key_type=Types.STRING())
-              .process(fn.TrainerFunction(cfg, opts.shadow_deltas),
+              .process(fn.TrainerFunction(cfg, opts.shadow_deltas,
+                                           opts.store_root if opts.warm_start else None),
                        output_type=Types.PICKLED_BYTE_ARRAY())
               .name("Trainer").uid("trainer"))
     if cfg.model.device == "gpu":

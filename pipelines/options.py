@@ -22,6 +22,7 @@ class JobOptions:
     job_name: str = "upm-stream"
     policy_path: str | None = None     # promotion policy (auto-rollback on quarantine)
     savepoint_path: str | None = None  # resume from this savepoint (cluster submissions)
+    warm_start: bool = True                 # empty tenants start from their newest snapshot
     kafka_bootstrap: str | None = None      # read windows and feedback from Kafka instead of files
     kafka_topics: tuple[str, ...] = ()
     kafka_group: str = "upm-stream"

@@ -68,6 +68,7 @@ def job_options(args, fresh_records: bool = True):
     opts = JobOptions(inputs=inputs, output_dir=str(out), config=cfg, parallelism=args.parallelism,
                       shadow_deltas=args.shadow_deltas, follow=args.follow,
                       policy_path=getattr(args, "policy", None),
+                      warm_start=not args.no_warm_start,
                       kafka_bootstrap=args.kafka_bootstrap,
                       kafka_topics=tuple(args.kafka_topic or ()), kafka_group=args.kafka_group,
                       kafka_bounded=args.kafka_bounded,
@@ -188,6 +189,8 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
     r.add_argument("--follow", action="store_true", help="watch input directories for new files")
     r.add_argument("--append", action="store_true", help="keep records of earlier runs")
+    r.add_argument("--no-warm-start", action="store_true",
+                   help="start every tenant from scratch, ignoring snapshots in the store")
     k = r.add_argument_group("kafka")
     k.add_argument("--kafka-bootstrap", help="bootstrap servers, e.g. 127.0.0.1:9092")
     k.add_argument("--kafka-topic", action="append", help="input topic (repeatable)")

@@ -19,5 +19,12 @@ DEMO_PROFILE = {
 DEMO_SCENARIO = ScenarioSpec()
 
 
+def profile_toml(profile: dict) -> str:
+    """A config profile (section -> key -> value) as TOML text for `--config`."""
+    import json
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                   for section, values in profile.items())
+
+
 def demo_config(base: UpmConfig | None = None) -> UpmConfig:
     return UpmConfig.from_dict(DEMO_PROFILE, base)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import urllib.error
 
 from runners import flink_cluster as fc
 

@@ -40,6 +40,28 @@ class SnapshotPublisher:
         return record
 
 
+def warm_start(store_location: str, trainer, first_event_time: int) -> str | None:
+    """Load a tenant's newest registered snapshot into a fresh TrainerState (weights, optimizer
+    slots, version sequence), verifying its sha256, when that snapshot covers only data before
+    `first_event_time` (the first record the tenant now sees). Returns the snapshot id, or None.
+
+    The time rule keeps recovery exact: a job restored from a checkpoint in which a tenant had no
+    state yet replays that tenant's windows from before any snapshot a failed attempt wrote
+    after the checkpoint, so it must not start from those snapshots."""
+    registry = open_registry(store_location)
+    t = registry.tenant(trainer.tenant_id)
+    if not t or not t["artifacts"]:
+        return None
+    sid, entry = max(t["artifacts"].items(), key=lambda kv: kv[1]["lineage"]["version"] or 0)
+    if (entry["lineage"].get("window_end") or 0) > first_event_time:
+        return None
+    snap = open_store(store_location).read_snapshot(entry["uri"], entry["sha256"])
+    if snap.manifest.get("model") != trainer.model.to_dict():
+        return None
+    trainer.load_snapshot(snap)
+    return sid
+
+
 class DriftGovernor:
     def __init__(self, store_location: str, policy_path: str | None):
         registry = open_registry(store_location)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import apache_beam as beam
-import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
@@ -14,7 +13,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines import beam_job
 from pipelines.options import JobOptions
 from pipelines.summary import read_records, summarize
-from runners.embedded import DEMO_PROFILE
+from runners.embedded import DEMO_PROFILE, profile_toml
 from state.config import UpmConfig
 from state.scenario import ScenarioSpec, generate
 
@@ -96,8 +95,7 @@ def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
     src = tmp_path / "windows.jsonl"
     src.write_text("\n".join(lines) + "\n")
     conf = tmp_path / "upm.toml"
-    conf.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-                            for s, d in DEMO_PROFILE.items()))
+    conf.write_text(profile_toml(DEMO_PROFILE))
     results = {}
     for engine, python in (("beam", sys.executable), ("flink", str(REPO / ".venv-flink/bin/python"))):
         out = tmp_path / engine

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.embedded import DEMO_PROFILE
+from tests.core.servers import free_port
+
+from runners.embedded import DEMO_PROFILE, profile_toml
 from state.config import UpmConfig
 from state.parse import parse_message
 from state.scenario import ScenarioSpec, generate
@@ -23,17 +25,11 @@ PROJECT = "upm-test"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     assert Path(EMULATOR).exists(), "the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is missing"
     port = free_port()
-    proc = subprocess.Popen([EMULATOR, f"--host=127.0.0.1", f"--port={port}"],
+    proc = subprocess.Popen([EMULATOR, "--host=127.0.0.1", f"--port={port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     host = f"127.0.0.1:{port}"
@@ -90,8 +86,7 @@ def test_pubsub_in_records_out(emulator, tmp_path):
     # monitor judges after 100 samples instead of the demo's 300 to quarantine within the run.
     profile = {**DEMO_PROFILE, "drift": {**DEMO_PROFILE["drift"], "sample_size": 100}}
     conf = tmp_path / "upm.toml"
-    conf.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-                            for s, d in profile.items()))
+    conf.write_text(profile_toml(profile))
     proc = subprocess.run(
         [sys.executable, "-m", "runners.cli", "run", "--engine", "beam", "--pubsub-subscription",
          subscription, "--pubsub-output-prefix", pub.topic_path(PROJECT, "upm-out"),

@@ -9,7 +9,7 @@ import pytest
 from model.governance import GovernanceError, PromotionRefused
 from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
 from model.signing import Signer, SignatureError, generate_keypair
-from tests.core.governance_helpers import World, publish, make_snapshots
+from tests.core.governance_helpers import World
 
 
 @pytest.fixture

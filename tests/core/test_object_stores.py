@@ -2,7 +2,6 @@
 servers started by fixtures: writes, verified reads, listing, create-only conflicts, and the
 registry's compare-and-swap under two concurrent writers."""
 
-import json
 import subprocess
 import sys
 import textwrap

@@ -2,7 +2,6 @@
 submit the job, see it RUNNING with named operators and readable UPM metrics, cancel it."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,16 +9,12 @@ import urllib.request
 
 import pytest
 
+from tests.core.servers import free_port
+
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate
 
 OPERATORS = ("Parse", "ReplayBuffer", "Trainer", "SnapshotWriter", "DriftMonitor", "Governor")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

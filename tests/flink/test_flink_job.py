@@ -4,7 +4,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from model.snapshot import encode
 from model.store import LocalSnapshotStore
 from pipelines.local_job import run_local
 from pipelines.summary import read_records
-from runners.embedded import DEMO_PROFILE
+from runners.embedded import DEMO_PROFILE, profile_toml
 from state.config import UpmConfig
 from state.scenario import ScenarioSpec, generate
 
@@ -20,20 +19,12 @@ SPEC = ScenarioSpec(tenants=3, windows_per_tenant=2000, seed=21)
 COUNT_KEYS = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending", "gaps")
 
 
-def toml(profile: dict) -> str:
-    out = []
-    for section, values in profile.items():
-        out.append(f"[{section}]")
-        out += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(out) + "\n"
-
-
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     d = tmp_path_factory.mktemp("scenario")
     lines, expected = generate(SPEC)
     (d / "windows.jsonl").write_text("\n".join(lines) + "\n")
-    (d / "upm.toml").write_text(toml(DEMO_PROFILE))
+    (d / "upm.toml").write_text(profile_toml(DEMO_PROFILE))
     return d, lines, expected
 
 

@@ -11,19 +11,15 @@ import sys
 import time
 
 import pytest
+
+from tests.core.servers import free_port
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from runners.embedded import DEMO_PROFILE
+from runners.embedded import DEMO_PROFILE, profile_toml
 from state.scenario import ScenarioSpec, generate
 
 KINDS = ("snapshots", "quarantines", "dead_letters", "duplicates", "late")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +87,7 @@ def test_kafka_in_and_out_exactly_once(broker, tmp_path):
                   key=key.encode() if isinstance(key, str) else None)
     p.flush(30)
     conf = tmp_path / "upm.toml"
-    conf.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-                            for s, d in DEMO_PROFILE.items()))
+    conf.write_text(profile_toml(DEMO_PROFILE))
     proc = subprocess.run(
         [sys.executable, "-m", "runners.cli", "run", "--kafka-bootstrap", broker,
          "--kafka-topic", "upm.windows", "--kafka-bounded", "--kafka-output-prefix", "upm.out",

@@ -25,7 +25,7 @@ from state.parse import dead_letter, parse_message
 from state.records import Feedback
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
-from transforms.publish import DriftGovernor, SnapshotPublisher
+from transforms.publish import DriftGovernor, SnapshotPublisher, warm_start
 
 END = GlobalWindow().max_timestamp()  # fires when the input is exhausted
 RECORD_TAGS = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "snapshots",
@@ -74,9 +74,11 @@ class ReplayTrainDoFn(beam.DoFn):
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     FINAL = TimerSpec("end", TimeDomain.WATERMARK)
 
-    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool):
+    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool,
+                 store_location: str | None = None):
         self.config = config
         self.emit_shadow_deltas = emit_shadow_deltas
+        self.store_location = store_location
 
     def _load(self, replay, trainer, tenant):
         cfg = self.config.for_tenant(tenant)
@@ -98,6 +100,8 @@ class ReplayTrainDoFn(beam.DoFn):
         rb, ts = self._load(replay, trainer, tenant)
         if rb.counters["received"] == 0 and ts.counters["feedback"] == 0:
             final.set(END)
+            if self.store_location and ts.version == 0:
+                warm_start(self.store_location, ts, rec.event_time)
         if kind == "feedback":
             outs = [ts.on_feedback(rec)]
             replayed = None

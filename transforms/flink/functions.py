@@ -22,7 +22,7 @@ from state.config import UpmConfig
 from state.drift import DriftWindow
 from state.parse import dead_letter, parse_message
 from state.records import Feedback
-from transforms.publish import DriftGovernor, SnapshotPublisher
+from transforms.publish import DriftGovernor, SnapshotPublisher, warm_start
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
 
@@ -173,13 +173,15 @@ class ReplayBufferFunction(_Keyed):
 
 
 class TrainerFunction(_Keyed):
-    """Test-then-train per tenant. Main output: ShadowDeltas (for the DriftMonitor)."""
+    """Test-then-train per tenant. Main output: ShadowDeltas (for the DriftMonitor). A tenant
+    with no state yet warm-starts from its newest snapshot in the store, if any."""
 
     state_name = "trainer"
 
-    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool):
+    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool, store_location: str | None):
         super().__init__(config)
         self.emit_shadow_deltas = emit_shadow_deltas
+        self.store_location = store_location
 
     def new(self, tenant, cfg):
         return TrainerState(tenant, cfg.model, cfg.trainer)
@@ -196,6 +198,8 @@ class TrainerFunction(_Keyed):
         ts = self._load(rec.tenant_id)
         if ts.counters["windows"] == 0 and ts.counters["feedback"] == 0:
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+            if self.store_location and ts.version == 0:
+                warm_start(self.store_location, ts, rec.event_time)
         before = ts.trained
         out = ts.on_feedback(rec) if kind == "feedback" else ts.on_window(rec)
         self._save(ts)
