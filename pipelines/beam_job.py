@@ -122,7 +122,8 @@ def run_pubsub(opts: JobOptions, subscription: str, output_prefix: str | None,
                run_seconds: float | None = None) -> None:
     """Read FeatureWindow messages from a Pub/Sub subscription (element timestamps from the
     `event_time` attribute, epoch ms, so the watermark follows event time) and write records
-    to files and, with `output_prefix`, to topics `<output_prefix>-<kind>`. Runs until
+    to files and, with `output_prefix`, to topics `<output_prefix>-<kind>` (which must exist,
+    one per record kind). Runs until
     interrupted, or for `run_seconds`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     options = PipelineOptions(flags=[], streaming=True, runner="BundleBasedDirectRunner")
@@ -137,8 +138,10 @@ def run_pubsub(opts: JobOptions, subscription: str, output_prefix: str | None,
         return
     import time  # the DirectRunner's wait_until_finish takes no duration
     deadline = time.time() + run_seconds
-    while time.time() < deadline and str(result.state) in ("RUNNING", "PipelineState.RUNNING"):
+    while time.time() < deadline and str(result.state).endswith("RUNNING"):
         time.sleep(1.0)
+    if not str(result.state).endswith("RUNNING"):
+        result.wait_until_finish()  # raises the pipeline's error if it failed
     result.cancel()
 
 

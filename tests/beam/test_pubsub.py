@@ -66,7 +66,8 @@ def test_pubsub_in_records_out(emulator, tmp_path):
     sub.create_subscription(request={"name": subscription, "topic": topic,
                                      "enable_message_ordering": True})
     outs = {}
-    for kind in ("snapshots", "quarantines"):
+    for kind in ("dead_letters", "duplicates", "late", "gaps", "snapshots", "drift_scores",
+                 "quarantines", "rollbacks", "stats"):
         t = pub.topic_path(PROJECT, f"upm-out-{kind}")
         pub.create_topic(name=t)
         outs[kind] = sub.subscription_path(PROJECT, f"read-{kind}")
