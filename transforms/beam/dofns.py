@@ -25,20 +25,14 @@ from state.parse import dead_letter, parse_message
 from state.records import Feedback
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
-from transforms.publish import DriftGovernor, SnapshotPublisher, warm_start
+from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, replay_stats,
+                                trainer_stats, warm_start)
 
 END = GlobalWindow().max_timestamp()  # fires when the input is exhausted
-RECORD_TAGS = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "snapshots",
-               "drift_scores", "quarantines", "rollbacks", "stats")
 
 
 def _ms(ts: Timestamp) -> int:
     return ts.micros // 1000
-
-
-def _stats(operator: str, tenant: str, counters: dict, **extra) -> str:
-    return json.dumps({"event": "upm.tenant.stats", "operator": operator, "tenant_id": tenant,
-                       "counters": counters, **extra}, allow_nan=False, default=str)
 
 
 class Parse(beam.DoFn):
@@ -143,11 +137,8 @@ class ReplayTrainDoFn(beam.DoFn):
         yield from self._replay_records(replayed)
         for out in outs:
             yield from self._train_records(key, out)
-        yield beam.pvalue.TaggedOutput("stats", _stats("replay", key, rb.counters, held=rb.held))
-        yield beam.pvalue.TaggedOutput("stats", _stats(
-            "trainer", key, ts.counters, pending=ts.pending, awaiting_label=len(ts.awaiting),
-            version=ts.version, last_snapshot_id=ts.last_snapshot_id,
-            loss=None if ts.last_loss != ts.last_loss else ts.last_loss))
+        yield beam.pvalue.TaggedOutput("stats", replay_stats(rb))
+        yield beam.pvalue.TaggedOutput("stats", trainer_stats(ts))
 
     @staticmethod
     def _replay_records(out):
@@ -217,9 +208,7 @@ class DriftMonitorDoFn(beam.DoFn):
     @on_timer(FINAL)
     def on_end(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         dw = self._load(state, key)
-        yield beam.pvalue.TaggedOutput("stats", _stats(
-            "drift", key, dw.counters, in_episode=dw.in_episode,
-            drift_p95=None if dw.last_p95 != dw.last_p95 else dw.last_p95))
+        yield beam.pvalue.TaggedOutput("stats", drift_stats(dw))
 
 
 class PublishSnapshot(beam.DoFn):

@@ -22,7 +22,8 @@ from state.config import UpmConfig
 from state.drift import DriftWindow
 from state.parse import dead_letter, parse_message
 from state.records import Feedback
-from transforms.publish import DriftGovernor, SnapshotPublisher, warm_start
+from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, replay_stats,
+                                trainer_stats, warm_start)
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
 
@@ -38,11 +39,6 @@ SNAPSHOTS = OutputTag("snapshots", Types.PICKLED_BYTE_ARRAY())
 DRIFT_SCORES = OutputTag("drift_scores", Types.STRING())
 QUARANTINES = OutputTag("quarantines", Types.STRING())
 STATS = OutputTag("stats", Types.STRING())
-
-
-def _stats(operator: str, tenant: str, counters: dict, **extra) -> str:
-    return json.dumps({"event": "upm.tenant.stats", "operator": operator, "tenant_id": tenant,
-                       "counters": counters, **extra}, allow_nan=False, default=str)
 
 
 class Parse(ProcessFunction):
@@ -155,7 +151,7 @@ class ReplayBufferFunction(_Keyed):
         self._save(rb)
         yield from self._emit(out)
         if timestamp == END_OF_INPUT:
-            yield STATS, _stats("replay", rb.tenant_id, rb.counters, held=rb.held)
+            yield STATS, replay_stats(rb)
 
     def _emit(self, out):
         for d in out.duplicates:
@@ -211,10 +207,7 @@ class TrainerFunction(_Keyed):
         out = ts.flush()
         self._save(ts)
         yield from self._emit(ts, out, before)
-        yield STATS, _stats("trainer", ts.tenant_id, ts.counters, pending=ts.pending,
-                            awaiting_label=len(ts.awaiting), version=ts.version,
-                            last_snapshot_id=ts.last_snapshot_id,
-                            loss=None if ts.last_loss != ts.last_loss else ts.last_loss)
+        yield STATS, trainer_stats(ts)
 
     def _emit(self, ts, out, before):
         if ts.trained != before:
@@ -300,8 +293,7 @@ class DriftMonitorFunction(_Keyed):
                 self.c["recoveries"].inc()
                 yield QUARANTINES, r.to_json()
         else:
-            yield STATS, _stats("drift", dw.tenant_id, dw.counters, in_episode=dw.in_episode,
-                                drift_p95=None if dw.last_p95 != dw.last_p95 else dw.last_p95)
+            yield STATS, drift_stats(dw)
 
 
 class Governor(FlatMapFunction):
