@@ -1,1 +1,2 @@
-"""Layer 5: the `upm` command line and the embedded default it runs."""
+"""Layer 5: the `upm` command line: running jobs (embedded, on a standalone Flink cluster, on
+Beam), the cluster commands, governance commands, `validate`, and the embedded default."""

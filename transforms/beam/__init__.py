@@ -1,2 +1,2 @@
-"""Apache Beam adapters (stateful DoFns with event-time timers) around the core objects; the
-Beam issue fills this package, nothing here is used yet."""
+"""Apache Beam adapters: stateful DoFns with event-time timers (Parse, ReplayBuffer+Trainer,
+DriftMonitor, PublishSnapshot, Govern) around the same core objects as the Flink functions."""
