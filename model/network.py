@@ -150,6 +150,18 @@ class Learner:
                 new_v.append(v)
             return new_p, new_m, new_v, loss, pred
 
+        def update_many(params, ms, vs, step, xs, ys, lr):
+            # k equal micro-batches in one call: the same step as `update`, looped in the graph
+            k = tf.shape(xs)[0]
+            losses = tf.TensorArray(tf.float32, size=k)
+            preds = tf.TensorArray(tf.float32, size=k)
+            for i in tf.range(k):
+                params, ms, vs, loss, pred = update(params, ms, vs, step + tf.cast(i, tf.int64),
+                                                    xs[i], ys[i], lr)
+                losses = losses.write(i, loss)
+                preds = preds.write(i, pred)
+            return params, ms, vs, losses.stack(), preds.stack()
+
         def predict(params, x):
             pred, _, h = forward(params, x)
             return pred, h
@@ -160,6 +172,10 @@ class Learner:
         self._update = tf.function(update, jit_compile=jit, reduce_retracing=True, input_signature=[
             shapes, shapes, shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
             tf.TensorSpec([], tf.float32)])
+        self._update_many = tf.function(update_many, jit_compile=jit, input_signature=[
+            shapes, shapes, shapes, tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([None, None, cfg.input_width], tf.float32),
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)])
         self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec])
         self._names = names
         self._tf = tf
@@ -176,12 +192,25 @@ class Learner:
             p, m, v, loss, pred = self._update(
                 [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
                 np.int64(step), x, y.astype(np.float32), np.float32(lr))
-        new_params = {k: t.numpy() for k, t in zip(n, p)}
-        new_slots = {}
-        for k, mt, vt in zip(n, m, v):
-            new_slots["m_" + k] = mt.numpy()
-            new_slots["v_" + k] = vt.numpy()
+        new_params, new_slots = _as_arrays(n, p, m, v)
         return new_params, new_slots, float(loss.numpy()), pred.numpy()
+
+    def update_many(self, params: dict, slots: dict, step: int, xs: np.ndarray, ys: np.ndarray,
+                    lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+        """`len(xs)` Adam steps on equal micro-batches xs [k, batch, width], ys [k, batch] in one
+        TensorFlow call (a graph loop: no per-step Python or thread hand-off). The same arithmetic
+        as k `update` calls; returns new params, new slots, the k losses and the predictions
+        [k, batch] made before each step."""
+        return tf_call(self._update_many_now, params, slots, step, xs, ys, lr)
+
+    def _update_many_now(self, params, slots, step, xs, ys, lr):
+        n = self._names
+        with self._tf.device(self.device):
+            p, m, v, losses, preds = self._update_many(
+                [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
+                np.int64(step), xs.astype(np.float32), ys.astype(np.float32), np.float32(lr))
+        new_params, new_slots = _as_arrays(n, p, m, v)
+        return new_params, new_slots, losses.numpy(), preds.numpy()
 
     def predict(self, params: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and embeddings (penultimate layer) for a batch of hashed inputs."""
@@ -191,6 +220,15 @@ class Learner:
         with self._tf.device(self.device):
             pred, emb = self._predict([params[k] for k in self._names], x)
         return pred.numpy(), emb.numpy()
+
+
+def _as_arrays(names, p, m, v) -> tuple[dict, dict]:
+    params = {k: t.numpy() for k, t in zip(names, p)}
+    slots = {}
+    for k, mt, vt in zip(names, m, v):
+        slots["m_" + k] = mt.numpy()
+        slots["v_" + k] = vt.numpy()
+    return params, slots
 
 
 _learners: dict[ModelConfig, Learner] = {}

@@ -17,8 +17,6 @@ of docker/); the Trainer asks for an accelerator with a resource hint when
 from __future__ import annotations
 
 import os
-import threading
-import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -29,28 +27,10 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines.options import JobOptions
 from state.parse import parse_message
 from transforms.beam import dofns
+from transforms.beam.sinks import AppendJsonLines
 
 # The accelerator hint Dataflow understands for one NVIDIA GPU per worker.
 GPU_HINT = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
-
-
-class AppendJsonLines(beam.DoFn):
-    """A local sink: JSON lines appended to `<records>/<kind>/part-beam-<id>.jsonl`."""
-
-    _lock = threading.Lock()
-
-    def __init__(self, records_dir: str, kind: str):
-        self.records_dir = records_dir
-        self.kind = kind
-
-    def setup(self):
-        d = Path(self.records_dir) / self.kind
-        d.mkdir(parents=True, exist_ok=True)
-        self.path = d / f"part-beam-{uuid.uuid4().hex[:12]}.jsonl"
-
-    def process(self, line):
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
 
 
 def test_stream_of(lines: list[str], out_of_orderness_ms: int, chunk: int = 64) -> TestStream:

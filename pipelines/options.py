@@ -39,11 +39,15 @@ class JobOptions:
 
     @property
     def store_root(self) -> str:
-        """The store (snapshots/ and registry/) is the output dir, unless the config names
-        another `snapshots.base_path`, whose parent is then the store root."""
-        base = self.config.snapshots.base_path
-        if base == UpmConfig().snapshots.base_path:
-            return str(Path(self.output_dir))
-        if "://" in base:  # gs://bucket/prefix/snapshots -> gs://bucket/prefix
-            return base.rstrip("/").rsplit("/", 1)[0]
-        return str(Path(base).parent)
+        return store_root(self.output_dir, self.config)
+
+
+def store_root(output_dir: str, config: UpmConfig) -> str:
+    """The store (snapshots/ and registry/) is the output dir, unless the config names another
+    `snapshots.base_path`, whose parent is then the store root."""
+    base = config.snapshots.base_path
+    if base == UpmConfig().snapshots.base_path:
+        return str(Path(output_dir))
+    if "://" in base:  # gs://bucket/prefix/snapshots -> gs://bucket/prefix
+        return base.rstrip("/").rsplit("/", 1)[0]
+    return str(Path(base).parent)

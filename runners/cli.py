@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flink_commands(sub)
     from runners.validate import add_commands as add_validate_commands
     add_validate_commands(sub)
+    from runners.backfill_cli import add_commands as add_backfill_commands
+    add_backfill_commands(sub)
     return p
 
 

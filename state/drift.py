@@ -17,6 +17,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from state.records import DriftRecovered, DriftScore, QuarantineRecord, ShadowDelta
 from state.sketch import QuantileSketch
 
@@ -31,6 +33,13 @@ def drift_score(prediction, truth, kind: str = "numeric", scale: float = 1.0) ->
     if kind == "probability":
         return min(1.0, abs(p - y))
     return min(1.0, abs(p - y) / scale)
+
+
+def drift_scores(predictions: np.ndarray, truth: np.ndarray, kind: str = "numeric",
+                 scale: float = 1.0) -> np.ndarray:
+    """`drift_score` of many scalar comparisons at once."""
+    err = np.abs(np.asarray(predictions, np.float64) - np.asarray(truth, np.float64))
+    return np.minimum(1.0, err if kind == "probability" else err / scale)
 
 
 def _vector_score(a: dict, b: dict) -> float:

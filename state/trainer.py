@@ -44,6 +44,17 @@ class TrainerConfig:
 
 
 @dataclass
+class BlockOutput:
+    """What `train_block` did: rows consumed, the shadow prediction of each consumed row (made
+    before the step that trained it), which snapshot each prediction descends from, as
+    (first_row, end_row, snapshot_id) segments, and the snapshots cut."""
+    consumed: int
+    predictions: np.ndarray
+    segments: list[tuple[int, int, str | None]] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+
+@dataclass
 class TrainerOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
@@ -120,6 +131,62 @@ class TrainerState:
     def flush(self) -> TrainerOutput:
         """Train the partial batch now (end of input, or the tenant went quiet)."""
         return self._step() if self.batch else TrainerOutput()
+
+    def train_block(self, x: np.ndarray, y: np.ndarray, window_start: np.ndarray,
+                    window_end: np.ndarray, final: bool = True) -> BlockOutput:
+        """Train hashed, labeled windows already in event-time order (a backfill's columns) in
+        the micro-batches `on_window` would form for them one by one: same batch boundaries,
+        steps, snapshot cuts and manifests. Runs of full batches go to TensorFlow in one call.
+        With `final=False` a trailing part batch is left unconsumed (the caller passes it again
+        with the next block); with `final=True` it is trained, as `flush` would."""
+        if self.batch or self.paused:
+            raise ValueError("train_block needs a running trainer with no part batch")
+        n, size, interval = len(y), self.config.batch_size, self.config.snapshot_interval
+        learner = learner_for(self.model)
+        out = BlockOutput(0, np.empty(n, np.float32))
+        i = seg = 0
+        while i < n:
+            room = interval - self.since_snapshot
+            k = min(room, n - i) // size
+            if k >= 2:
+                rows = k * size
+                xs = x[i:i + rows].reshape(k, size, -1)
+                self.params, self.slots, losses, preds = learner.update_many(
+                    self.params, self.slots, self.step, xs, y[i:i + rows].reshape(k, size),
+                    self.config.learning_rate)
+                loss = float(losses[-1])
+            else:
+                rows = min(size, room, n - i)
+                if rows < min(size, room) and not final:
+                    break
+                self.params, self.slots, loss, preds = learner.update(
+                    self.params, self.slots, self.step, x[i:i + rows], y[i:i + rows],
+                    self.config.learning_rate)
+                k = 1
+            out.predictions[i:i + rows] = preds.reshape(-1)
+            self.step += k
+            self.counters["steps"] += k
+            self.counters["windows"] += rows
+            self.counters["trained"] += rows
+            self.last_loss = loss
+            self.since_snapshot += rows
+            if self.range_start is None:
+                self.range_start = int(window_start[i])
+            self.range_end = max(self.range_end or 0, int(window_end[i:i + rows].max()))
+            i += rows
+            if self.since_snapshot >= interval:
+                out.segments.append((seg, i, self.last_snapshot_id))
+                seg = i
+                out.snapshots.append(self._cut_snapshot())
+        if seg < i:
+            out.segments.append((seg, i, self.last_snapshot_id))
+        out.consumed = i
+        out.predictions = out.predictions[:i]
+        return out
+
+    def snapshot_now(self) -> Snapshot | None:
+        """Cut a snapshot of what was trained since the last one (end of a backfill), if any."""
+        return self._cut_snapshot() if self.since_snapshot and not self.batch else None
 
     def pause(self) -> None:
         self.paused = True

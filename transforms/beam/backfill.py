@@ -1,0 +1,143 @@
+"""Beam steps of the backfill: thin wrappers around `state/backfill.py` and `transforms/publish.py`.
+
+Counters (Beam metrics, namespace `upm.backfill` for the run and `upm.backfill.tenant.<id>` per
+tenant) carry the accounting: rows = windows + feedback + dead_letters, and per tenant
+windows = out_of_range + duplicates + unlabeled + trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from model.registry import open_registry
+from state import backfill
+from state.config import UpmConfig
+from state.parse import dead_letter
+from state.records import DriftScore, ms_to_rfc3339
+from state.trainer import TrainerState
+from transforms.publish import SnapshotPublisher, trainer_stats, warm_start
+
+NAMESPACE = "upm.backfill"
+
+
+def tenant_namespace(tenant_id: str) -> str:
+    return f"{NAMESPACE}.tenant.{tenant_id}"
+
+
+def _time(ms: int | None) -> str:
+    return "?" if ms is None else ms_to_rfc3339(ms)
+
+
+class BackfillConflict(RuntimeError):
+    """The store already holds snapshots of a tenant that this backfill cannot continue."""
+
+
+class SplitInvalid(beam.DoFn):
+    """Window table -> its valid rows (main) and a DeadLetter JSON line per invalid row."""
+
+    def __init__(self):
+        self.rows = Metrics.counter(NAMESPACE, "rows")
+        self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def process(self, batch: pa.RecordBatch):
+        self.rows.inc(batch.num_rows)
+        bad = pc.is_valid(batch.column("error"))
+        n_bad = pc.sum(bad).as_py() or 0
+        if n_bad:
+            self.dead.inc(n_bad)
+            now = int(time.time() * 1000)
+            invalid = batch.filter(bad)
+            for raw, reason in zip(invalid.column("raw").to_pylist(),
+                                   invalid.column("error").to_pylist()):
+                dl = dead_letter(raw, reason, "backfill", now)
+                if dl.tenant_id:
+                    Metrics.counter(tenant_namespace(dl.tenant_id), "dead_letters").inc()
+                yield beam.pvalue.TaggedOutput("dead_letters", dl.to_json())
+        if n_bad < batch.num_rows:
+            yield batch.filter(pc.invert(bad)) if n_bad else batch
+
+
+def key_by_tenant(batch: pa.RecordBatch):
+    """A valid window table -> (tenant_id, that tenant's rows) for each tenant in it."""
+    tenants = batch.column("tenant_id")
+    for tenant in pc.unique(tenants).to_pylist():
+        yield tenant, batch.filter(pc.equal(tenants, tenant))
+
+
+class TrainTenant(beam.DoFn):
+    """(tenant, its row batches) -> trained snapshots, published and registered (main output:
+    SnapshotRecord JSON), with `drift_scores`, `duplicates`, `gaps` and `stats` outputs."""
+
+    def __init__(self, config: UpmConfig, store_location: str, start_ms: int | None,
+                 end_ms: int | None, warm_start: bool, chunk_rows: int = 16384):
+        self.config, self.store_location = config, store_location
+        self.start_ms, self.end_ms = start_ms, end_ms
+        self.warm_start, self.chunk_rows = warm_start, chunk_rows
+
+    def setup(self):
+        cfg = self.config.snapshots
+        self.publisher = SnapshotPublisher(self.store_location, cfg.compression)
+        self.registry = open_registry(self.store_location)
+
+    def process(self, element):
+        tenant, batches = element
+        cfg = self.config.for_tenant(tenant)
+        table = pa.Table.from_batches(list(batches))
+        prepared = backfill.prepare(tenant, table, self.start_ms, self.end_ms,
+                                    cfg.replay.gap_tolerance_ms)
+        for d in prepared.duplicates:
+            yield beam.pvalue.TaggedOutput("duplicates", d.to_json())
+        for g in prepared.gaps:
+            yield beam.pvalue.TaggedOutput("gaps", g.to_json())
+        trainer = TrainerState(tenant, cfg.model, dataclasses.replace(cfg.trainer, mode="backfill"))
+        if prepared.rows.num_rows:
+            self._continue_from_store(trainer, prepared)
+        started = time.time()
+        for item in backfill.train(prepared, trainer, self.chunk_rows, self._progress(started)):
+            if isinstance(item, DriftScore):
+                self.registry.record_drift(tenant, item.snapshot_id, item.drift_p95,
+                                           item.sample_count, item.window_end)
+                yield beam.pvalue.TaggedOutput("drift_scores", item.to_json())
+            else:
+                yield self.publisher.publish(item).to_json()
+        print(f"[backfill] {tenant}: done, {prepared.counters['trained']} windows trained, "
+              f"{prepared.counters['snapshots']} snapshot(s), now at v{trainer.version}",
+              file=sys.stderr, flush=True)
+        for name, value in prepared.counters.items():
+            Metrics.counter(tenant_namespace(tenant), name).inc(value)
+            Metrics.counter(NAMESPACE, name).inc(value)
+        yield beam.pvalue.TaggedOutput("stats", trainer_stats(trainer))
+
+    def _continue_from_store(self, trainer: TrainerState, prepared: backfill.Prepared) -> None:
+        first_end = int(np.min(np.asarray(prepared.rows.column("window_end"))))
+        existing = (self.registry.tenant(trainer.tenant_id) or {}).get("artifacts") or {}
+        sid = warm_start(self.store_location, trainer, first_end) if self.warm_start else None
+        if sid:
+            print(f"[backfill] {trainer.tenant_id}: continuing from {sid}", file=sys.stderr,
+                  flush=True)
+        elif existing:
+            newest = max(existing.values(), key=lambda a: a["lineage"]["version"] or 0)
+            raise BackfillConflict(
+                f"tenant {trainer.tenant_id!r} already has snapshots in {self.store_location} "
+                f"(newest v{newest['lineage']['version']}, windows up to "
+                f"{_time(newest['lineage'].get('window_end'))}) and this backfill cannot "
+                f"continue from them: its first window ends at {_time(first_end)}"
+                + ("" if self.warm_start else " and warm start is off")
+                + ", or the model config differs. Back up a range after the newest snapshot, "
+                  "or write to another --output")
+
+    def _progress(self, started: float):
+        def show(p: backfill.Progress) -> None:
+            pct = 100.0 * p.trained / p.total if p.total else 100.0
+            print(f"[backfill] {p.tenant_id}: {p.trained}/{p.total} windows ({pct:5.1f}%)  "
+                  f"v{p.version}  loss {p.loss:.4g}  {time.time() - started:.1f}s",
+                  file=sys.stderr, flush=True)
+        return show
