@@ -4,7 +4,7 @@ FLINK := .venv-flink
 BEAM := .venv-beam
 PIP_PIN := pip==24.3.1
 
-.PHONY: run test test-core test-flink flink-env beam-env bench clean
+.PHONY: run test test-core test-flink flink-env beam-env bench bench-backfill clean
 
 run: flink-env
 	$(FLINK)/bin/upm run
@@ -23,6 +23,9 @@ test-flink: flink-env
 
 bench: flink-env
 	$(FLINK)/bin/python bench/throughput.py
+
+bench-backfill: beam-env
+	$(BEAM)/bin/python bench/backfill.py
 
 flink-env: $(FLINK)/.installed
 beam-env: $(BEAM)/.installed

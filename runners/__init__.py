@@ -1,2 +1,3 @@
 """Layer 5: the `upm` command line: running jobs (embedded, on a standalone Flink cluster, on
-Beam), the cluster commands, governance commands, `validate`, and the embedded default."""
+Beam), backfills, the cluster commands, governance commands, `validate`, and the embedded
+default."""

@@ -25,7 +25,7 @@ from model.store import open_store
 from pipelines import backfill_job, beam_job
 from pipelines.options import JobOptions
 from pipelines.summary import read_records
-from runners.embedded import demo_config
+from runners.embedded import DEMO_PROFILE, demo_config, profile_toml
 from state.scenario import DEFAULT_START_MS, ScenarioSpec, generate
 from tests.beam import history_files as hf
 
@@ -154,18 +154,15 @@ def test_streaming_jobs_warm_start_from_a_backfill_and_continue_its_versions(str
                                                             if w.window_end < split]))
     rest = tmp_path / "rest.jsonl"
     hf.write_jsonl(rest, hf.jsonl_of([w for w in windows if w.window_end >= split]))
-    base = tmp_path / "backfilled"
-    result = backfill_job.run(backfill_job.BackfillOptions(
-        inputs=(str(tmp_path / "history.jsonl"),), start_ms=DEFAULT_START_MS, end_ms=split,
-        output_dir=str(base), config=demo_config()))
-    assert result.tenants[tenant]["trained"] == 1000 and result.tenants[tenant]["last_version"] == 2
-
     conf = tmp_path / "demo.toml"
-    from runners.embedded import DEMO_PROFILE, profile_toml
     conf.write_text(profile_toml(DEMO_PROFILE))
     for engine, python in (("beam", sys.executable), ("flink", str(REPO / ".venv-flink/bin/python"))):
-        out = tmp_path / engine
-        shutil.copytree(base, out)
+        out = tmp_path / engine  # a local store records absolute URIs: backfill into each
+        result = backfill_job.run(backfill_job.BackfillOptions(
+            inputs=(str(tmp_path / "history.jsonl"),), start_ms=DEFAULT_START_MS, end_ms=split,
+            output_dir=str(out), config=demo_config()))
+        assert result.tenants[tenant]["trained"] == 1000
+        assert result.tenants[tenant]["last_version"] == 2
         shutil.rmtree(out / "records")
         proc = subprocess.run([python, "-m", "runners.cli", "run", "--engine", engine, "--input",
                                str(rest), "--config", str(conf), "--output", str(out), "--quiet"],
