@@ -184,16 +184,9 @@ class Learner:
                lr: float) -> tuple[dict, dict, float, np.ndarray]:
         """One Adam step on a micro-batch. Returns new params, new slots, the batch loss and the
         predictions made *before* the step (the shadow predictions of test-then-train)."""
-        return tf_call(self._update_now, params, slots, step, x, y, lr)
-
-    def _update_now(self, params, slots, step, x, y, lr):
-        n = self._names
-        with self._tf.device(self.device):
-            p, m, v, loss, pred = self._update(
-                [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
-                np.int64(step), x, y.astype(np.float32), np.float32(lr))
-        new_params, new_slots = _as_arrays(n, p, m, v)
-        return new_params, new_slots, float(loss.numpy()), pred.numpy()
+        new_params, new_slots, loss, pred = tf_call(self._step, self._update, params, slots,
+                                                    step, x, y, lr)
+        return new_params, new_slots, float(loss), pred
 
     def update_many(self, params: dict, slots: dict, step: int, xs: np.ndarray, ys: np.ndarray,
                     lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
@@ -201,16 +194,16 @@ class Learner:
         TensorFlow call (a graph loop: no per-step Python or thread hand-off). The same arithmetic
         as k `update` calls; returns new params, new slots, the k losses and the predictions
         [k, batch] made before each step."""
-        return tf_call(self._update_many_now, params, slots, step, xs, ys, lr)
+        return tf_call(self._step, self._update_many, params, slots, step, xs, ys, lr)
 
-    def _update_many_now(self, params, slots, step, xs, ys, lr):
+    def _step(self, fn, params, slots, step, x, y, lr):
         n = self._names
         with self._tf.device(self.device):
-            p, m, v, losses, preds = self._update_many(
+            p, m, v, loss, pred = fn(
                 [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
-                np.int64(step), xs.astype(np.float32), ys.astype(np.float32), np.float32(lr))
-        new_params, new_slots = _as_arrays(n, p, m, v)
-        return new_params, new_slots, losses.numpy(), preds.numpy()
+                np.int64(step), np.asarray(x, np.float32), np.asarray(y, np.float32),
+                np.float32(lr))
+        return (*_as_arrays(n, p, m, v), loss.numpy(), pred.numpy())
 
     def predict(self, params: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and embeddings (penultimate layer) for a batch of hashed inputs."""

@@ -1,14 +1,13 @@
 """The backfill: history files trained per tenant as a batch Beam pipeline, with the same core
 (and the same snapshots, bit for bit, for windows the stream would train in the same order).
 
-    files ─► Read (tfx-bsl TFXIO) ─► ToWindowTable ─► SplitInvalid ─► KeyByTenant ─► GroupByTenant
-                                                          │dead letters                  │
-                                                          ▼                              ▼
-                                                  records/dead_letters    TrainTenant ─► snapshots (mode
-                                                                          │  "backfill", published, signed,
-                                                                          │  registered in staging)
-                                                                          ▼
-                                              records/{drift_scores,duplicates,gaps,stats}
+    files ─► Read (tfx-bsl TFXIO) ─► ToWindowTable ─► SplitInvalid ─► KeyByTenant
+                                                         │dead letters    │
+                                                         ▼                ▼
+                                          records/dead_letters      GroupByTenant ─► TrainTenant
+                                                                                       │
+      snapshots (mode "backfill": published, signed, registered) and records/{drift_scores,
+      duplicates,gaps,stats}  ◄────────────────────────────────────────────────────────┘
 
 A tenant's whole range is trained by one worker: training is sequential per tenant, so the
 pipeline is parallel across tenants, and one tenant's history (columnar: about 100 bytes plus

@@ -52,7 +52,8 @@ def cmd_backfill(args) -> int:
         backfill_job.balanced(c) for c in result.tenants.values())
     if not ok:
         print("[backfill] WARNING: the counts do not add up (see 'ok')", file=sys.stderr)
-    print(f"[backfill] snapshots in {opts.store_root}, records in {Path(opts.output_dir) / 'records'}")
+    records = Path(opts.output_dir) / "records"
+    print(f"[backfill] snapshots in {opts.store_root}, records in {records}")
     return 0 if ok else 1
 
 

@@ -109,7 +109,8 @@ def from_parquet(batch: pa.RecordBatch, max_features: int = DEFAULT_MAX_FEATURES
     offsets -= offsets[0]
     label = batch.column("label") if "label" in batch.schema.names else pa.nulls(n, pa.float64())
     cols = _Columns(
-        tenant=_as_string(batch.column("tenant_id")), window_id=_as_string(batch.column("window_id")),
+        tenant=_as_string(batch.column("tenant_id")),
+        window_id=_as_string(batch.column("window_id")),
         start=_as_ms(batch.column("window_start")), end=_as_ms(batch.column("window_end")),
         offsets=offsets, features_valid=_valid(feats),
         names=_as_string(names), values=_as_float(values), label=_as_float(label))
@@ -123,7 +124,9 @@ def from_tf_examples(batch: pa.RecordBatch, max_features: int = DEFAULT_MAX_FEAT
     errors = np.full(n, None, dtype=object)
 
     def column(name):
-        return batch.column(name) if name in batch.schema.names else pa.nulls(n, pa.list_(pa.null()))
+        if name in batch.schema.names:
+            return batch.column(name)
+        return pa.nulls(n, pa.list_(pa.null()))
 
     def scalar(name, required):
         col = column(name)
@@ -141,7 +144,8 @@ def from_tf_examples(batch: pa.RecordBatch, max_features: int = DEFAULT_MAX_FEAT
 
     window_id = scalar("window_id", True)
     tenant = scalar("tenant_id", False)
-    start, end, label = scalar("window_start", True), scalar("window_end", True), scalar("label", False)
+    start, end = scalar("window_start", True), scalar("window_end", True)
+    label = scalar("label", False)
     fnames, fvalues = column("feature_names"), column("feature_values")
     n_names = np.asarray(pc.fill_null(pc.list_value_length(fnames), 0))
     n_values = np.asarray(pc.fill_null(pc.list_value_length(fvalues), 0))
@@ -172,7 +176,8 @@ class _Columns:
         tenant = np.array([DEFAULT_TENANT if t is None else t for t in self.tenant], dtype=object)
         for i, t in enumerate(tenant):
             if not TENANT_ID_RE.fullmatch(t) or t in (".", ".."):
-                _first_error(errors, i, f"unsafe_tenant_id: {t[:64]!r} is not [A-Za-z0-9._-]{{1,128}}")
+                _first_error(errors, i,
+                             f"unsafe_tenant_id: {t[:64]!r} is not [A-Za-z0-9._-]{{1,128}}")
         for i, w in enumerate(self.window_id):
             if w is None:
                 _first_error(errors, i, "missing_field: window_id")
@@ -204,7 +209,8 @@ class _Columns:
         ok = np.array([e is None for e in errors], bool)
         return pa.RecordBatch.from_pydict({
             "tenant_id": pa.array(np.where(ok, tenant, None), pa.string()),
-            "window_id": pa.array(np.where(ok, np.array(self.window_id, object), None), pa.string()),
+            "window_id": pa.array(np.where(ok, np.array(self.window_id, object), None),
+                                  pa.string()),
             "window_start": pa.array(self.start[0], pa.int64(), mask=~ok),
             "window_end": pa.array(self.end[0], pa.int64(), mask=~ok),
             "feature_names": pa.ListArray.from_arrays(

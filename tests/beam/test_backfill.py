@@ -156,7 +156,8 @@ def test_streaming_jobs_warm_start_from_a_backfill_and_continue_its_versions(str
     hf.write_jsonl(rest, hf.jsonl_of([w for w in windows if w.window_end >= split]))
     conf = tmp_path / "demo.toml"
     conf.write_text(profile_toml(DEMO_PROFILE))
-    for engine, python in (("beam", sys.executable), ("flink", str(REPO / ".venv-flink/bin/python"))):
+    engines = (("beam", sys.executable), ("flink", str(REPO / ".venv-flink/bin/python")))
+    for engine, python in engines:
         out = tmp_path / engine  # a local store records absolute URIs: backfill into each
         result = backfill_job.run(backfill_job.BackfillOptions(
             inputs=(str(tmp_path / "history.jsonl"),), start_ms=DEFAULT_START_MS, end_ms=split,
