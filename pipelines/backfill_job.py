@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -87,9 +88,10 @@ def run(opts: BackfillOptions) -> BackfillResult:
     if opts.start_ms is not None and opts.end_ms is not None and opts.end_ms <= opts.start_ms:
         raise ValueError("--to must be after --from")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    options = PipelineOptions(flags=list(opts.beam_args))
+    FileSystems.set_options(options)  # e.g. --s3_endpoint_url, before the inputs are listed
     files = sum(len(matched_files(pattern)) for pattern in opts.inputs)
     fmt = detect_format(list(opts.inputs)) if opts.input_format == "auto" else opts.input_format
-    options = PipelineOptions(flags=list(opts.beam_args))
     named = any(a.startswith("--runner") for a in opts.beam_args)
     started = time.time()
     p = beam.Pipeline(runner=None if named else FnApiRunner(), options=options)
@@ -139,7 +141,8 @@ def format_table(result: BackfillResult) -> str:
     head = ["tenant", *COLUMNS, "ok"]
     rows = [[t, *(str(c.get(k, 0)) for k in COLUMNS), "yes" if balanced(c) else "NO"]
             for t, c in sorted(result.tenants.items())]
-    rows.append(["TOTAL", *(str(result.totals.get(k, "")) for k in COLUMNS),
+    rows.append(["TOTAL", *("" if k == "last_version" else str(result.totals.get(k, 0))
+                            for k in COLUMNS),
                  "yes" if balanced(result.totals) else "NO"])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)

@@ -214,3 +214,36 @@ def test_cli_backfill_accounts_for_every_row_and_refuses_to_overwrite(tmp_path):
     after = backfill("2026-11-22T00:15:00Z")
     assert after.returncode == 0, after.stderr[-3000:]
     assert "continuing from acme-v" in after.stderr
+
+
+def test_backfill_reads_history_from_s3_and_keeps_its_store_there(tmp_path):
+    """History files on S3 (Beam's S3 filesystem) and the snapshot store and registry on S3,
+    against moto_server started by the fixture."""
+    import boto3
+
+    from tests.core import servers
+
+    lines, _ = generate(ScenarioSpec(tenants=2, windows_per_tenant=600, seed=3))
+    hf.write_parquet(tmp_path / "history", hf.windows_of(lines), files=2)
+    with servers.moto_s3() as endpoint, servers.env(servers.s3_env(endpoint)):
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        for bucket in ("history", "models"):
+            s3.create_bucket(Bucket=bucket)
+        for f in (tmp_path / "history").iterdir():
+            s3.upload_file(str(f), "history", f"windows/{f.name}")
+        config = demo_config().with_override("snapshots.base_path=s3://models/upm/snapshots")
+        result = backfill_job.run(backfill_job.BackfillOptions(
+            inputs=("s3://history/windows/*.parquet",), start_ms=DEFAULT_START_MS,
+            output_dir=str(tmp_path / "out"), config=config, beam_args=(
+                f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
+                "--s3_secret_access_key=test", "--s3_region_name=us-east-1")))
+        assert result.files == 2 and result.input_format == "parquet"
+        assert backfill_job.balanced(result.totals) and result.totals["trained"] > 1000
+        records = read_records(tmp_path / "out" / "records", "snapshots")
+        assert len(records) == sum(c["snapshots"] for c in result.tenants.values()) == 4
+        store = open_store("s3://models/upm")
+        for rec in records:
+            assert rec["uri"].startswith("s3://models/upm/snapshots/")
+            assert store.read_snapshot(rec["uri"], rec["sha256"]).manifest["mode"] == "backfill"
+        registry = open_registry("s3://models/upm")
+        assert set(registry.tenant("acme")["artifacts"]) == {"acme-v000001", "acme-v000002"}
