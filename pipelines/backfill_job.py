@@ -23,6 +23,7 @@ on a portable runner (Flink's job server, for one); neither is exercised here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -90,8 +91,11 @@ def run(opts: BackfillOptions) -> BackfillResult:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     options = PipelineOptions(flags=list(opts.beam_args))
     FileSystems.set_options(options)  # e.g. --s3_endpoint_url, before the inputs are listed
-    files = sum(len(matched_files(pattern)) for pattern in opts.inputs)
-    fmt = detect_format(list(opts.inputs)) if opts.input_format == "auto" else opts.input_format
+    # a local directory means the files in it
+    patterns = [os.path.join(i, "*") if os.path.isdir(i) else i for i in opts.inputs]
+    opts = dataclasses.replace(opts, inputs=tuple(patterns))
+    files = sum(len(matched_files(pattern)) for pattern in patterns)
+    fmt = detect_format(patterns) if opts.input_format == "auto" else opts.input_format
     named = any(a.startswith("--runner") for a in opts.beam_args)
     started = time.time()
     p = beam.Pipeline(runner=None if named else FnApiRunner(), options=options)

@@ -84,7 +84,7 @@ def write_history(fmt: str, lines: list[str], root: Path) -> tuple[str, list[str
         return str(root / "history.jsonl"), []
     if fmt == "parquet":
         hf.write_parquet(root / "history", windows, files=2, extra_rows=BAD_PARQUET_ROWS)
-        return str(root / "history" / "*.parquet"), ["not_finite", "bad_timestamp"]
+        return str(root / "history"), ["not_finite", "bad_timestamp"]  # a directory
     hf.write_tfrecord(root / "history" / "windows.tfrecord.gz", windows, extra=BAD_EXAMPLES)
     return str(root / "history" / "*.tfrecord.gz"), ["missing_field", "unsafe_tenant_id"]
 
