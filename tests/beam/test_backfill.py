@@ -247,3 +247,30 @@ def test_backfill_reads_history_from_s3_and_keeps_its_store_there(tmp_path):
             assert store.read_snapshot(rec["uri"], rec["sha256"]).manifest["mode"] == "backfill"
         registry = open_registry("s3://models/upm")
         assert set(registry.tenant("acme")["artifacts"]) == {"acme-v000001", "acme-v000002"}
+
+
+def test_json_lines_tfxio_reads_the_same_window_table_in_process_and_in_beam(tmp_path):
+    import gzip
+
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from tfx_bsl.public import tfxio
+
+    from transforms.beam.tfxio_sources import JsonLinesTFXIO
+
+    lines, _ = generate(ScenarioSpec(tenants=2, windows_per_tenant=300, seed=9))
+    with gzip.open(tmp_path / "w.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n\n")
+    source = JsonLinesTFXIO(str(tmp_path / "*.jsonl.gz"), max_features=4096)
+    local = pa.Table.from_batches(list(source.RecordBatches(
+        tfxio.RecordBatchesOptions(batch_size=100, drop_final_batch=False, shuffle=False))))
+    assert local.num_rows == len(lines)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        (p | source.BeamSource(batch_size=64)
+         | beam.Map(lambda b: b.to_pylist()) | beam.FlatMap(lambda rows: rows)
+         | beam.Map(lambda r: json.dumps(r, sort_keys=True))
+         | beam.io.WriteToText(str(tmp_path / "beam"), shard_name_template=""))
+    in_beam = sorted((tmp_path / "beam").read_text().splitlines())
+    assert in_beam == sorted(json.dumps(r, sort_keys=True) for r in local.to_pylist())
+    assert sum(r["error"] is not None for r in local.to_pylist()) > 0  # malformed lines kept
