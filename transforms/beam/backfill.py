@@ -67,9 +67,12 @@ class SplitInvalid(beam.DoFn):
 
 def key_by_tenant(batch: pa.RecordBatch):
     """A valid window table -> (tenant_id, that tenant's rows) for each tenant in it."""
-    tenants = batch.column("tenant_id")
-    for tenant in pc.unique(tenants).to_pylist():
-        yield tenant, batch.filter(pc.equal(tenants, tenant))
+    coded = batch.column("tenant_id").dictionary_encode()
+    codes = np.asarray(coded.indices)
+    order = np.argsort(codes, kind="stable")  # one pass, however many tenants share the batch
+    for rows in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if len(rows):
+            yield coded.dictionary[codes[rows[0]]].as_py(), batch.take(pa.array(rows))
 
 
 class TrainTenant(beam.DoFn):
