@@ -77,11 +77,13 @@ def build(p: beam.Pipeline, opts: BackfillOptions, fmt: str) -> None:
                | "GroupByTenant" >> beam.GroupByKey()
                | "TrainTenant" >> beam.ParDo(backfill.TrainTenant(
                    cfg, opts.store_root, opts.start_ms, opts.end_ms, opts.warm_start))
-               .with_outputs("drift_scores", "duplicates", "gaps", "stats", main="snapshots"))
+               .with_outputs("drift_scores", "duplicates", "gaps", "stats", "refusals",
+                             main="snapshots"))
     records = str((os.path.join(opts.output_dir, "records")))
     for kind, pc in (("dead_letters", split.dead_letters), ("snapshots", trained.snapshots),
                      ("drift_scores", trained.drift_scores), ("duplicates", trained.duplicates),
-                     ("gaps", trained.gaps), ("stats", trained.stats)):
+                     ("gaps", trained.gaps), ("stats", trained.stats),
+                     ("refusals", trained.refusals)):
         pc | f"Write{kind}" >> beam.ParDo(AppendJsonLines(records, kind))
 
 
@@ -127,18 +129,18 @@ def _counters(result) -> tuple[dict[str, int], dict[str, dict]]:
 
 
 def balanced(counts: dict[str, int]) -> bool:
-    """windows = out_of_range + duplicates + unlabeled + trained (and, for the run's totals,
-    rows = windows + feedback + dead_letters)."""
+    """windows = out_of_range + duplicates + unlabeled + trained + refused (and, for the run's
+    totals, rows = windows + feedback + dead_letters)."""
     g = counts.get
     ok = g("windows", 0) == g("out_of_range", 0) + g("duplicates", 0) + g("unlabeled", 0) \
-        + g("trained", 0)
+        + g("trained", 0) + g("refused", 0)
     if "rows" in counts:
         ok = ok and g("rows") == g("windows", 0) + g("feedback", 0) + g("dead_letters", 0)
     return ok
 
 
 COLUMNS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "trained",
-           "dead_letters", "gaps", "snapshots", "last_version")
+           "refused", "dead_letters", "gaps", "snapshots", "last_version")
 
 
 def format_table(result: BackfillResult) -> str:

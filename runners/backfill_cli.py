@@ -41,7 +41,7 @@ def cmd_backfill(args) -> int:
           f"[{args.from_}, {args.to or 'end'}))", flush=True)
     try:
         result = backfill_job.run(opts)
-    except (FileNotFoundError, ValueError, backfill_job.backfill.BackfillConflict) as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"upm backfill: {e}", file=sys.stderr)
         return 2
     print(f"[backfill] {result.files} {result.input_format} file(s) in {result.seconds:.1f}s")
@@ -54,6 +54,12 @@ def cmd_backfill(args) -> int:
         print("[backfill] WARNING: the counts do not add up (see 'ok')", file=sys.stderr)
     records = Path(opts.output_dir) / "records"
     print(f"[backfill] snapshots in {opts.store_root}, records in {records}")
+    refused = sorted(t for t, c in result.tenants.items() if c.get("refused"))
+    if refused:
+        print(f"upm backfill: refused tenant(s) {', '.join(refused)}: the store already has "
+              f"snapshots this range cannot continue (reasons in {records / 'refusals'})",
+              file=sys.stderr)
+        return 2
     return 0 if ok else 1
 
 

@@ -8,7 +8,8 @@ history at hand nothing is late: a window the stream would have judged late is t
 its place. Then `train` hashes the rows chunk by chunk (columnar) and trains them through
 `TrainerState.train_block`, so micro-batches, steps and snapshot cuts are those of the stream.
 
-Accounting, per tenant: windows = out_of_range + duplicates + unlabeled + trained.
+Accounting, per tenant: windows = out_of_range + duplicates + unlabeled + trained + refused
+(refused: the rows of a tenant the caller would not train, see `refuse`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from state.records import DriftScore, Duplicate, Gap
 from state.trainer import TrainerState
 
 COUNTERS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "trained",
-            "gaps", "snapshots")
+            "refused", "gaps", "snapshots")
 ORDER = [("window_end", "ascending"), ("window_start", "ascending"), ("window_id", "ascending")]
 
 
@@ -101,6 +102,12 @@ def _join_feedback(windows: pa.Table, feedback: pa.Table) -> pa.Table:
               for w, v in zip(windows.column("window_id").to_pylist(), own)]
     return windows.set_column(windows.schema.get_field_index("label"), "label",
                               pa.array(joined, pa.float64()))
+
+
+def refuse(prepared: Prepared) -> None:
+    """Count the prepared rows as refused (not trained, nothing written)."""
+    prepared.counters["refused"] += prepared.rows.num_rows
+    prepared.rows = prepared.rows.slice(0, 0)
 
 
 @dataclass

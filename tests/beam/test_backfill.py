@@ -208,9 +208,16 @@ def test_cli_backfill_accounts_for_every_row_and_refuses_to_overwrite(tmp_path):
     records = read_records(out / "records", "snapshots")
     assert {r["mode"] for r in records} == {"backfill"}
 
+    before = {r["snapshot_id"] for r in read_records(out / "records", "snapshots")}
     overlapping = backfill("2026-11-22T00:10:00Z")
     assert overlapping.returncode == 2
     assert "cannot continue" in overlapping.stderr
+    refused = json.loads((tmp_path / "s.json").read_text())
+    assert backfill_job.balanced(refused["totals"])
+    assert refused["totals"]["trained"] == 0 and refused["totals"]["refused"] > 0
+    assert {r["tenant_id"] for r in read_records(out / "records", "refusals")} == {
+        "acme", "globex"}
+    assert {r["snapshot_id"] for r in read_records(out / "records", "snapshots")} == before
     after = backfill("2026-11-22T00:15:00Z")
     assert after.returncode == 0, after.stderr[-3000:]
     assert "continuing from acme-v" in after.stderr

@@ -2,12 +2,13 @@
 
 Counters (Beam metrics, namespace `upm.backfill` for the run and `upm.backfill.tenant.<id>` per
 tenant) carry the accounting: rows = windows + feedback + dead_letters, and per tenant
-windows = out_of_range + duplicates + unlabeled + trained.
+windows = out_of_range + duplicates + unlabeled + trained + refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 
@@ -34,10 +35,6 @@ def tenant_namespace(tenant_id: str) -> str:
 
 def _time(ms: int | None) -> str:
     return "?" if ms is None else ms_to_rfc3339(ms)
-
-
-class BackfillConflict(RuntimeError):
-    """The store already holds snapshots of a tenant that this backfill cannot continue."""
 
 
 class SplitInvalid(beam.DoFn):
@@ -101,8 +98,13 @@ class TrainTenant(beam.DoFn):
         for g in prepared.gaps:
             yield beam.pvalue.TaggedOutput("gaps", g.to_json())
         trainer = TrainerState(tenant, cfg.model, dataclasses.replace(cfg.trainer, mode="backfill"))
-        if prepared.rows.num_rows:
-            self._continue_from_store(trainer, prepared)
+        refusal = self._continue_from_store(trainer, prepared) if prepared.rows.num_rows else None
+        if refusal:
+            print(f"[backfill] {tenant}: REFUSED: {refusal}", file=sys.stderr, flush=True)
+            yield beam.pvalue.TaggedOutput("refusals", json.dumps(
+                {"event": "upm.backfill.refused", "tenant_id": tenant, "reason": refusal,
+                 "windows": prepared.rows.num_rows}))
+            backfill.refuse(prepared)
         started = time.time()
         for item in backfill.train(prepared, trainer, self.chunk_rows, self._progress(started)):
             if isinstance(item, DriftScore):
@@ -119,7 +121,10 @@ class TrainTenant(beam.DoFn):
             Metrics.counter(NAMESPACE, name).inc(value)
         yield beam.pvalue.TaggedOutput("stats", trainer_stats(trainer))
 
-    def _continue_from_store(self, trainer: TrainerState, prepared: backfill.Prepared) -> None:
+    def _continue_from_store(self, trainer: TrainerState, prepared: backfill.Prepared
+                             ) -> str | None:
+        """Warm start the trainer if the store has a snapshot to continue from; the reason to
+        refuse the tenant if the store has snapshots this range cannot continue."""
         first_end = int(np.min(np.asarray(prepared.rows.column("window_end"))))
         existing = (self.registry.tenant(trainer.tenant_id) or {}).get("artifacts") or {}
         sid = warm_start(self.store_location, trainer, first_end) if self.warm_start else None
@@ -128,14 +133,15 @@ class TrainTenant(beam.DoFn):
                   flush=True)
         elif existing:
             newest = max(existing.values(), key=lambda a: a["lineage"]["version"] or 0)
-            raise BackfillConflict(
-                f"tenant {trainer.tenant_id!r} already has snapshots in {self.store_location} "
+            return (
+                f"the store {self.store_location} already has snapshots of it "
                 f"(newest v{newest['lineage']['version']}, windows up to "
                 f"{_time(newest['lineage'].get('window_end'))}) and this backfill cannot "
                 f"continue from them: its first window ends at {_time(first_end)}"
                 + ("" if self.warm_start else " and warm start is off")
                 + ", or the model config differs. Back up a range after the newest snapshot, "
                   "or write to another --output")
+        return None
 
     def _progress(self, started: float):
         def show(p: backfill.Progress) -> None:
