@@ -183,9 +183,9 @@ def test_cli_backfill_accounts_for_every_row_and_refuses_to_overwrite(tmp_path):
     hf.write_jsonl(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out"
 
-    def backfill(start, end=None):
+    def backfill(start, end=None, source="in.jsonl"):
         cmd = [sys.executable, "-m", "runners.cli", "backfill", "--input",
-               str(tmp_path / "in.jsonl"), "--from", start, "--output", str(out),
+               str(tmp_path / source), "--from", start, "--output", str(out),
                "--set", "trainer.snapshot_interval=300", "--set", "trainer.batch_size=8",
                "--summary-json", str(tmp_path / "s.json")]
         return subprocess.run(cmd + (["--to", end] if end else []), cwd=REPO,
@@ -209,15 +209,21 @@ def test_cli_backfill_accounts_for_every_row_and_refuses_to_overwrite(tmp_path):
     assert {r["mode"] for r in records} == {"backfill"}
 
     before = {r["snapshot_id"] for r in read_records(out / "records", "snapshots")}
-    overlapping = backfill("2026-11-22T00:10:00Z")
+    # acme and globex overlap what is stored; initech, new, is trained all the same
+    three, _ = generate(ScenarioSpec(tenants=3, windows_per_tenant=1200, seed=5))
+    hf.write_jsonl(tmp_path / "three.jsonl", three)
+    overlapping = backfill("2026-11-22T00:10:00Z", source="three.jsonl")
     assert overlapping.returncode == 2
     assert "cannot continue" in overlapping.stderr
     refused = json.loads((tmp_path / "s.json").read_text())
     assert backfill_job.balanced(refused["totals"])
-    assert refused["totals"]["trained"] == 0 and refused["totals"]["refused"] > 0
+    assert refused["tenants"]["acme"]["trained"] == refused["tenants"]["globex"]["trained"] == 0
+    assert refused["tenants"]["acme"]["refused"] > 0
+    assert refused["tenants"]["initech"]["trained"] > 0 == refused["tenants"]["initech"]["refused"]
     assert {r["tenant_id"] for r in read_records(out / "records", "refusals")} == {
         "acme", "globex"}
-    assert {r["snapshot_id"] for r in read_records(out / "records", "snapshots")} == before
+    assert {r["snapshot_id"] for r in read_records(out / "records", "snapshots")
+            if r["tenant_id"] != "initech"} == before
     after = backfill("2026-11-22T00:15:00Z")
     assert after.returncode == 0, after.stderr[-3000:]
     assert "continuing from acme-v" in after.stderr
