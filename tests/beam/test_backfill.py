@@ -229,37 +229,64 @@ def test_cli_backfill_accounts_for_every_row_and_refuses_to_overwrite(tmp_path):
     assert "continuing from acme-v" in after.stderr
 
 
-def test_backfill_reads_history_from_s3_and_keeps_its_store_there(tmp_path):
-    """History files on S3 (Beam's S3 filesystem) and the snapshot store and registry on S3,
-    against moto_server started by the fixture."""
-    import boto3
-
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_backfill_reads_history_from_an_object_store_and_keeps_its_store_there(scheme, tmp_path):
+    """History files and the snapshot store and registry in one object store, through Beam's
+    filesystems: S3 (Parquet history) against moto_server, GCS (gzip TFRecord history) against
+    fake-gcs-server, each started by the fixture."""
     from tests.core import servers
 
     lines, _ = generate(ScenarioSpec(tenants=2, windows_per_tenant=600, seed=3))
-    hf.write_parquet(tmp_path / "history", hf.windows_of(lines), files=2)
-    with servers.moto_s3() as endpoint, servers.env(servers.s3_env(endpoint)):
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        for bucket in ("history", "models"):
-            s3.create_bucket(Bucket=bucket)
+    windows = hf.windows_of(lines)
+    if scheme == "s3":
+        hf.write_parquet(tmp_path / "history", windows, files=2)
+        server, server_env, suffix = servers.moto_s3, servers.s3_env, "parquet"
+    else:
+        hf.write_tfrecord(tmp_path / "history" / "w.tfrecord.gz", windows)
+        server, server_env, suffix = servers.fake_gcs, servers.gcs_env, "tfrecord.gz"
+    with server() as endpoint, servers.env(server_env(endpoint)):
+        upload = _s3_upload(endpoint) if scheme == "s3" else _gcs_upload()
         for f in (tmp_path / "history").iterdir():
-            s3.upload_file(str(f), "history", f"windows/{f.name}")
-        config = demo_config().with_override("snapshots.base_path=s3://models/upm/snapshots")
+            upload(f, "history", f"windows/{f.name}")
+        beam_args = (f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
+                     "--s3_secret_access_key=test", "--s3_region_name=us-east-1") \
+            if scheme == "s3" else ("--project=upm-test",)
+        root = f"{scheme}://models/upm"
         result = backfill_job.run(backfill_job.BackfillOptions(
-            inputs=("s3://history/windows/*.parquet",), start_ms=DEFAULT_START_MS,
-            output_dir=str(tmp_path / "out"), config=config, beam_args=(
-                f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
-                "--s3_secret_access_key=test", "--s3_region_name=us-east-1")))
-        assert result.files == 2 and result.input_format == "parquet"
+            inputs=(f"{scheme}://history/windows/*.{suffix}",), start_ms=DEFAULT_START_MS,
+            output_dir=str(tmp_path / "out"),
+            config=demo_config().with_override(f"snapshots.base_path={root}/snapshots"),
+            beam_args=beam_args))
+        assert result.input_format == suffix.split(".")[0]
         assert backfill_job.balanced(result.totals) and result.totals["trained"] > 1000
         records = read_records(tmp_path / "out" / "records", "snapshots")
         assert len(records) == sum(c["snapshots"] for c in result.tenants.values()) == 4
-        store = open_store("s3://models/upm")
+        store = open_store(root)
         for rec in records:
-            assert rec["uri"].startswith("s3://models/upm/snapshots/")
+            assert rec["uri"].startswith(f"{root}/snapshots/")
             assert store.read_snapshot(rec["uri"], rec["sha256"]).manifest["mode"] == "backfill"
-        registry = open_registry("s3://models/upm")
+        registry = open_registry(root)
         assert set(registry.tenant("acme")["artifacts"]) == {"acme-v000001", "acme-v000002"}
+
+
+def _s3_upload(endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    for bucket in ("history", "models"):
+        s3.create_bucket(Bucket=bucket)
+    return lambda path, bucket, key: s3.upload_file(str(path), bucket, key)
+
+
+def _gcs_upload():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="upm-test", credentials=AnonymousCredentials())
+    for bucket in ("history", "models"):
+        client.create_bucket(bucket)
+    return lambda path, bucket, key: client.bucket(bucket).blob(key).upload_from_filename(
+        str(path))
 
 
 def test_json_lines_tfxio_reads_the_same_window_table_in_process_and_in_beam(tmp_path):
