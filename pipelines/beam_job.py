@@ -64,7 +64,8 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
     if cfg.model.device == "gpu":
         train = train.with_resource_hints(accelerator=GPU_HINT)
     trained = parsed.windows | "ReplayBuffer+Trainer" >> train.with_outputs(
-        "duplicates", "late", "gaps", "shadow_deltas", "snapshot_objects", "stats", main="deltas")
+        "duplicates", "late", "gaps", "dead_letters", "shadow_deltas", "snapshot_objects", "stats",
+        main="deltas")
     snapshots = trained.snapshot_objects | "PublishSnapshot" >> beam.ParDo(
         dofns.PublishSnapshot(opts.store_root, cfg.snapshots.compression))
     drift = trained.deltas | "DriftMonitor" >> beam.ParDo(dofns.DriftMonitorDoFn(cfg)) \
@@ -72,7 +73,7 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
     rollbacks = ((drift.drift_scores, drift.quarantines) | "DriftRecords" >> beam.Flatten()
                  | "Govern" >> beam.ParDo(dofns.Govern(opts.store_root, opts.policy_path)))
     records = {
-        "dead_letters": [parsed.dead_letters], "duplicates": [trained.duplicates],
+        "dead_letters": [parsed.dead_letters, trained.dead_letters], "duplicates": [trained.duplicates],
         "late": [trained.late], "gaps": [trained.gaps], "snapshots": [snapshots],
         "drift_scores": [drift.drift_scores], "quarantines": [drift.quarantines],
         "rollbacks": [rollbacks],

@@ -139,7 +139,8 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                           output_type=Types.STRING())
                 .name("Governor").uid("governor").set_parallelism(1))
     sinks = {
-        "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS)],
+        "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS),
+                         released.get_side_output(fn.DEAD_LETTERS)],
         "duplicates": [released.get_side_output(fn.DUPLICATES)],
         "late": [released.get_side_output(fn.LATE)],
         "gaps": [released.get_side_output(fn.GAPS)],

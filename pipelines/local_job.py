@@ -86,6 +86,8 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
             continue
         out = t.replay.add(rec)
         t.late_windows += out.late
+        t.dead_letters += len(out.refused)
+        run.dead_letters += [reason for _, reason in out.refused]
         for w in out.released:
             train(t, t.trainer.on_window(w))
     for t in run.tenants.values():

@@ -7,6 +7,7 @@ refused with a ConfigError that names the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.batch_size": (1, 65536), "trainer.max_pending_labels": _NONNEG,
     "trainer.drift_scale": (1e-12, None),
     "replay.max_buffer_size": _POS, "replay.release_delay_ms": _NONNEG,
-    "replay.late_window_tolerance_ms": _NONNEG, "replay.gap_tolerance_ms": _NONNEG,
+    "replay.late_window_tolerance_ms": _NONNEG, "replay.gap_tolerance_ms": _NONNEG, "replay.max_future_ms": _POS,
     "drift.window_duration_ms": _POS, "drift.drift_threshold": (0.0, 1.0),
     "drift.sample_size": _POS, "drift.evaluation_interval_ms": _POS,
     "drift.evaluation_delay_ms": _NONNEG, "drift.recovery_ratio": (0.0, 1.0),
@@ -199,6 +200,8 @@ def _check(label: str, full: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{label} must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{label} must be a finite number, got {value!r}")
     elif isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{label} must be a string, got {value!r}")

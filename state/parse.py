@@ -1,9 +1,14 @@
 """Parse one input message (JSON text or bytes) into a FeatureWindow or a Feedback, or a reason.
 
-Never raises on bad input: `parse_message` returns `Parsed(record=None, reason=...)` with a
-reason that starts with a stable class name (`bad_json:`, `missing_field:`, `bad_timestamp:`,
-`not_finite:`, `wrong_type:`, `unsafe_tenant_id:`, `oversized:`, ...), so dead letters can be
-counted per class.
+Never raises, whatever the bytes: `parse_message` returns `Parsed(record=None, reason=...)` with
+a reason that starts with a stable class name (`bad_json:`, `missing_field:`, `bad_timestamp:`,
+`not_finite:`, `wrong_type:`, `unsafe_tenant_id:`, `oversized:`, and `internal:` naming the
+exception type for anything unforeseen), so dead letters can be counted per class.
+
+Limits: numbers must fit a float64 (a 401-digit integer is `not_finite`); JSON nesting deeper than
+MAX_DEPTH is `oversized`; timestamps must lie in [MIN_TIME_MS, MAX_TIME_MS] (1973-03-03 to
+2100-01-01 UTC), and a number below MIN_TIME_MS that reads as epoch *seconds* in that range is
+refused with a reason saying so (the contract is epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ TENANT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_MESSAGE_BYTES = 1 << 20
 DEFAULT_MAX_FEATURES = 4096
 MAX_ID_LENGTH = 256
+MAX_DEPTH = 64
+MIN_TIME_MS = 100_000_000_000  # 1973-03-03T09:46:40Z: below it, epoch seconds are likelier
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 
 @dataclass(frozen=True)
@@ -64,21 +72,34 @@ def _time(d: dict, name: str) -> int:
     if isinstance(v, bool):
         raise _Bad(f"wrong_type: {name} must be an RFC 3339 string or epoch milliseconds")
     if isinstance(v, (int, float)):
-        if not math.isfinite(v) or v < 0:
-            raise _Bad(f"bad_timestamp: {name}={v!r}")
-        return int(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _Bad(f"bad_timestamp: {name} is not finite")
+        return _in_range(name, int(v), repr(v)[:32])
     if isinstance(v, str):
         try:
-            return rfc3339_to_ms(v)
+            ms = rfc3339_to_ms(v)
         except (ValueError, OverflowError) as e:
-            raise _Bad(f"bad_timestamp: {name}={v[:64]!r} ({e})") from None
+            raise _Bad(f"bad_timestamp: {name}={v[:64]!r} ({str(e)[:120]})") from None
+        return _in_range(name, ms, repr(v[:64]))
     raise _Bad(f"wrong_type: {name} must be an RFC 3339 string or epoch milliseconds")
+
+
+def _in_range(name: str, ms: int, shown: str) -> int:
+    if MIN_TIME_MS // 1000 <= ms < MAX_TIME_MS // 1000:
+        raise _Bad(f"bad_timestamp: {name}={shown} looks like epoch seconds; "
+                   "the contract is epoch milliseconds")
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise _Bad(f"bad_timestamp: {name}={shown} is outside 1973-03-03..2100-01-01 UTC")
+    return ms
 
 
 def _number(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _Bad(f"wrong_type: {name} must be a number, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _Bad(f"not_finite: {name} is outside the float64 range") from None
     if not math.isfinite(f):
         raise _Bad(f"not_finite: {name}")
     return f
@@ -92,7 +113,7 @@ def _features(d: dict, max_features: int) -> dict[str, float]:
         raise _Bad("wrong_type: features must be an object of name -> number")
     if len(feats) > max_features:
         raise _Bad(f"oversized: {len(feats)} features > max {max_features}")
-    return {str(k): _number(v, f"features.{k}") for k, v in feats.items()}
+    return {k: _number(v, f"features.{k[:64]}") for k, v in feats.items()}
 
 
 def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
@@ -114,14 +135,26 @@ def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
 
 
 def parse_message(raw: str | bytes, max_features: int = DEFAULT_MAX_FEATURES) -> Parsed:
+    try:
+        return _parse(raw, max_features)
+    except Exception as e:  # the last resort: no message may fail the job
+        return Parsed(None, f"internal: {type(e).__name__}: {str(e)[:200]}")
+
+
+def _parse(raw, max_features: int) -> Parsed:
+    if not isinstance(raw, (str, bytes, bytearray)):
+        return Parsed(None, f"wrong_type: message is {type(raw).__name__}, not text")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Parsed(None, f"oversized: message of {len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    depth = _nesting_depth(raw)
+    if depth > MAX_DEPTH:
+        return Parsed(None, f"oversized: JSON nested deeper than {MAX_DEPTH}")
     try:
         obj = json.loads(raw, parse_constant=_reject_constant)
     except _Bad as e:
         return Parsed(None, str(e))
     except (ValueError, UnicodeDecodeError) as e:
-        return Parsed(None, f"bad_json: {e}")
+        return Parsed(None, f"bad_json: {str(e)[:200]}")
     if not isinstance(obj, dict):
         return Parsed(None, f"wrong_type: message must be a JSON object, got {type(obj).__name__}")
     try:
@@ -130,25 +163,57 @@ def parse_message(raw: str | bytes, max_features: int = DEFAULT_MAX_FEATURES) ->
         return Parsed(None, str(e))
 
 
+_OPEN = {ord("["), ord("{")}
+_CLOSE = {ord("]"), ord("}")}
+
+
+def _nesting_depth(raw) -> int:
+    """An upper bound of the JSON nesting depth (brackets inside strings count too), found
+    without recursion, so json.loads is never asked to recurse past MAX_DEPTH."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    for b in data:
+        if b in _OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in _CLOSE:
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _reject_constant(name: str):
     raise _Bad(f"not_finite: JSON constant {name}")
 
 
 def dead_letter(raw: str | bytes, reason: str, source: str, received_at: int) -> DeadLetter:
     """A DeadLetter that keeps the raw text (decoded leniently) and, if readable, the tenant."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    if isinstance(raw, (bytes, bytearray)):
+        text = bytes(raw).decode("utf-8", errors="replace")
+    else:
+        text = raw if isinstance(raw, str) else repr(raw)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written
     tenant = None
     try:
+        if _nesting_depth(text) > MAX_DEPTH or len(text) > MAX_MESSAGE_BYTES:
+            raise ValueError("not read")
         obj = json.loads(text)
         t = obj.get("tenant_id") if isinstance(obj, dict) else None
         if t is None and isinstance(obj, dict) and "tenant_id" in obj:
             tenant = DEFAULT_TENANT
         elif isinstance(t, str) and TENANT_ID_RE.fullmatch(t) and t not in (".", ".."):
             tenant = t
-    except ValueError:
+    except Exception:  # the raw text is kept either way; only the tenant is unknown
         pass
     return DeadLetter(raw=text[:65536], reason=reason, source=source, received_at=received_at,
                       tenant_id=tenant)
+
+
+def last_resort_dead_letter(raw, error: Exception, source: str, received_at: int) -> DeadLetter:
+    """The dead letter of a message whose handling raised: an engine's guard around parsing."""
+    return DeadLetter(raw=repr(raw)[:65536], reason=f"internal: {type(error).__name__}: "
+                      f"{str(error)[:200]}", source=source, received_at=received_at)
 
 
 def reason_class(reason: str) -> str:

@@ -25,6 +25,11 @@ Overflow policy. If more than `max_buffer_size` windows are held, the oldest hel
 released early (counted as `forced`): ordering among released windows is kept, nothing is
 dropped, and memory stays bounded.
 
+Future windows. A window more than `max_future_ms` ahead of its tenant's frontier is refused
+(`refused`, reason `bad_timestamp: future`, counted as `future`, not as `received`): one
+mistyped date would otherwise move the frontier and make every later window of the tenant
+late. The first window of a tenant sets the frontier; the parser bounds absolute times.
+
 Gaps. Released windows of a tenant are expected to tile time (each window_start equals the
 previous window_end). If a released window starts more than `gap_tolerance_ms` after the
 previous one ended, a Gap is emitted.
@@ -47,6 +52,7 @@ class ReplayConfig:
     release_delay_ms: int = 5000
     late_window_tolerance_ms: int = 60000
     gap_tolerance_ms: int = 0
+    max_future_ms: int = 86_400_000
 
 
 @dataclass
@@ -55,15 +61,18 @@ class ReplayOutput:
     duplicates: list[Duplicate] = field(default_factory=list)
     late: list[LateWindow] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    refused: list[tuple[FeatureWindow, str]] = field(default_factory=list)  # (window, reason)
 
     def extend(self, other: "ReplayOutput") -> None:
         self.released += other.released
         self.duplicates += other.duplicates
         self.late += other.late
         self.gaps += other.gaps
+        self.refused += other.refused
 
 
-COUNTERS = ("received", "duplicates", "late", "released", "reordered", "forced", "gaps")
+COUNTERS = ("received", "duplicates", "late", "released", "reordered", "forced", "gaps",
+            "future")
 
 
 def _order_key(w: FeatureWindow) -> tuple[int, int, str]:
@@ -87,12 +96,19 @@ class ReplayBuffer:
 
     def add(self, w: FeatureWindow) -> ReplayOutput:
         out = ReplayOutput()
+        t = w.event_time
+        ahead = t - self.frontier
+        if self.frontier != NO_TIME and ahead > self.config.max_future_ms:
+            self.counters["future"] += 1
+            out.refused.append((w, f"bad_timestamp: future: window_end is {ahead} ms past the "
+                                   f"tenant's frontier (replay.max_future_ms = "
+                                   f"{self.config.max_future_ms})"))
+            return out
         self.counters["received"] += 1
         if w.window_id in self._seen:
             self.counters["duplicates"] += 1
             out.duplicates.append(Duplicate(self.tenant_id, w.window_id, w.window_end))
             return out
-        t = w.event_time
         if self.frontier != NO_TIME and t < self.frontier - self.config.late_window_tolerance_ms:
             self.counters["late"] += 1
             out.late.append(LateWindow(self.tenant_id, w.window_id, w.window_end, self.frontier,

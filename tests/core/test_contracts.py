@@ -32,8 +32,8 @@ def test_good_window_parses_with_event_time_from_window_end():
 
 
 def test_epoch_millis_and_null_tenant():
-    p = parse_message(msg(tenant_id=None, window_start=1000, window_end=2000))
-    assert p.record.tenant_id == "default" and p.record.window_end == 2000
+    p = parse_message(msg(tenant_id=None, window_start=1795000000000, window_end=1795000001000))
+    assert p.record.tenant_id == "default" and p.record.window_end == 1795000001000
 
 
 def test_feedback_record():

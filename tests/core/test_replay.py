@@ -132,3 +132,20 @@ def test_counts_add_up_and_state_round_trips():
     ids = [x.window_id for x in r1 + r2]
     assert len(ids) == c["released"] == len(set(ids))  # nothing released twice
     assert {f"w{i}" for i in range(500)} <= set(ids)
+
+
+def test_a_window_far_in_the_future_is_refused_and_does_not_move_the_frontier():
+    rb = ReplayBuffer("acme", cfg(max_future_ms=3_600_000))
+    released, outs = feed(rb, [w(0), w(1), w(10_000_000), w(2), w(3)])
+    released += rb.flush().released
+    assert [x.window_id for x in released] == ["w0", "w1", "w2", "w3"]
+    refused = [r for o in outs for r in o.refused]
+    assert [(x.window_id, reason.split(":")[:2]) for x, reason in refused] == [
+        ("w10000000", ["bad_timestamp", " future"])]
+    assert "replay.max_future_ms = 3600000" in refused[0][1]
+    assert rb.counters["future"] == 1 and rb.counters["late"] == 0
+    assert rb.counters["received"] == 4  # refused windows are dead letters, not received
+    # within the limit a jump ahead is accepted (a tenant resuming after a pause)
+    ok = ReplayBuffer("acme", cfg(max_future_ms=3_600_000))
+    feed(ok, [w(0), w(3000)])
+    assert ok.counters["future"] == 0 and ok.frontier == w(3000).window_end

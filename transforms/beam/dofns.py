@@ -21,7 +21,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from state.config import UpmConfig
 from state.drift import DriftWindow
-from state.parse import dead_letter, parse_message
+from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
@@ -44,10 +44,14 @@ class Parse(beam.DoFn):
         self.max_features = max_features
 
     def process(self, raw):
-        parsed = parse_message(raw, self.max_features)
-        if not parsed.ok:
-            yield beam.pvalue.TaggedOutput("dead_letters", dead_letter(
-                raw, parsed.reason, self.source_name, int(time.time() * 1000)).to_json())
+        now = int(time.time() * 1000)
+        try:
+            parsed = parse_message(raw, self.max_features)
+            bad = None if parsed.ok else dead_letter(raw, parsed.reason, self.source_name, now)
+        except Exception as e:  # last resort: no single message may fail the pipeline
+            parsed, bad = None, last_resort_dead_letter(raw, e, self.source_name, now)
+        if bad is not None:
+            yield beam.pvalue.TaggedOutput("dead_letters", bad.to_json())
             return
         rec = parsed.record
         kind = "feedback" if isinstance(rec, Feedback) else "window"
@@ -142,6 +146,9 @@ class ReplayTrainDoFn(beam.DoFn):
 
     @staticmethod
     def _replay_records(out):
+        for w, reason in out.refused:
+            yield beam.pvalue.TaggedOutput("dead_letters", dead_letter(
+                w.to_json(), reason, "replay", int(time.time() * 1000)).to_json())
         for d in out.duplicates:
             yield beam.pvalue.TaggedOutput("duplicates", d.to_json())
         for late in out.late:

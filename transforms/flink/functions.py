@@ -19,8 +19,9 @@ from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
 from pyflink.datastream.state import ValueStateDescriptor
 
 from state.config import UpmConfig
+from transforms.flink.metrics import TenantValues
 from state.drift import DriftWindow
-from state.parse import dead_letter, parse_message
+from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, replay_stats,
                                 trainer_stats, warm_start)
@@ -55,14 +56,21 @@ class Parse(ProcessFunction):
 
     def process_element(self, value, ctx):
         self.m_in.inc()
-        parsed = parse_message(value, self.max_features)
-        if parsed.ok:
-            rec = parsed.record
-            yield ("feedback" if isinstance(rec, Feedback) else "window", rec)
-        else:
-            self.m_dead.inc()
-            yield DEAD_LETTERS, dead_letter(value, parsed.reason, self.source_name,
-                                            int(time.time() * 1000)).to_json()
+        try:
+            parsed = parse_message(value, self.max_features)
+            if parsed.ok:
+                rec = parsed.record
+                yield ("feedback" if isinstance(rec, Feedback) else "window", rec)
+                return
+            out = dead_letter(value, parsed.reason, self.source_name, _now_ms()).to_json()
+        except Exception as e:  # last resort: no single message may fail the job
+            out = last_resort_dead_letter(value, e, self.source_name, _now_ms()).to_json()
+        self.m_dead.inc()
+        yield DEAD_LETTERS, out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class EventTime(TimestampAssigner):
@@ -91,15 +99,11 @@ class _Keyed(KeyedProcessFunction):
             ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY()))
         self.metrics = runtime_context.get_metrics_group().add_group("upm")
         self.live: dict = {}
-        self.gauges: dict = {}
+        self.tenant_values = TenantValues(self.metrics)
 
     def _tenant_gauge(self, tenant: str, name: str, value: float) -> None:
-        """Set gauge `upm.tenant.<tenant>.<name>` (registered on first use; Flink reads it)."""
-        key = (tenant, name)
-        if key not in self.gauges:
-            self.metrics.add_group("tenant", tenant).gauge(
-                name, lambda k=key: int(self.gauges.get(k, 0)))
-        self.gauges[key] = value
+        """Push `upm.tenant.<tenant>.<name>` (never a Python gauge: see transforms/flink/metrics)."""
+        self.tenant_values.set(tenant, name, value)
 
     def _load(self, tenant: str):
         obj = self.live.get(tenant)
@@ -126,7 +130,8 @@ class ReplayBufferFunction(_Keyed):
     def open(self, runtime_context):
         super().open(runtime_context)
         self.c = {k: self.metrics.counter(k) for k in
-                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in")}
+                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
+                   "dead_letters")}
 
     def process_element(self, value, ctx):
         kind, rec = value
@@ -154,6 +159,9 @@ class ReplayBufferFunction(_Keyed):
             yield STATS, replay_stats(rb)
 
     def _emit(self, out):
+        for w, reason in out.refused:
+            self.c["dead_letters"].inc()
+            yield DEAD_LETTERS, dead_letter(w.to_json(), reason, "replay", _now_ms()).to_json()
         for d in out.duplicates:
             self.c["duplicates"].inc()
             yield DUPLICATES, d.to_json()
@@ -237,18 +245,14 @@ class SnapshotWriter(MapFunction):
         g = runtime_context.get_metrics_group().add_group("upm")
         self.written = g.counter("snapshots_written")
         self.bytes = g.counter("snapshot_bytes")
-        self.group = g
-        self.last_written: dict[str, int] = {}  # tenant -> wall-clock ms of its last snapshot
+        self.tenant_values = TenantValues(g)
 
     def map(self, snap):
         record = self.publisher.publish(snap)
         self.written.inc()
         self.bytes.inc(record.size_bytes)
-        if record.tenant_id not in self.last_written:
-            self.group.add_group("tenant", record.tenant_id).gauge(
-                "snapshot_freshness_ms",
-                lambda t=record.tenant_id: int(time.time() * 1000) - self.last_written[t])
-        self.last_written[record.tenant_id] = int(time.time() * 1000)
+        # Freshness is now minus this; the reader computes it (Prometheus: time() - value/1000).
+        self.tenant_values.set(record.tenant_id, "snapshot_written_at_ms", time.time() * 1000)
         return record.to_json()
 
 
