@@ -58,6 +58,8 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
         cfg.set_string("taskmanager.numberOfTaskSlots", str(max(1, opts.parallelism)))
         cfg.set_string("restart-strategy.type", "none")
     cfg.set_string("metrics.fetcher.update-interval", "1000")  # fresher progress in the UI/CLI
+    for key, value in opts.flink_conf:
+        cfg.set_string(key, value)
     return cfg
 
 

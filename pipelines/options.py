@@ -28,6 +28,7 @@ class JobOptions:
     kafka_group: str = "upm-stream"
     kafka_bounded: bool = False             # stop at the offsets that are latest at start
     kafka_output_prefix: str | None = None  # also write records to topics <prefix>.<kind>
+    flink_conf: tuple[tuple[str, str], ...] = ()  # extra Flink configuration, applied last
 
     @property
     def uses_kafka(self) -> bool:

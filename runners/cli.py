@@ -72,8 +72,20 @@ def job_options(args, fresh_records: bool = True):
                       kafka_bootstrap=args.kafka_bootstrap,
                       kafka_topics=tuple(args.kafka_topic or ()), kafka_group=args.kafka_group,
                       kafka_bounded=args.kafka_bounded,
-                      kafka_output_prefix=args.kafka_output_prefix)
+                      kafka_output_prefix=args.kafka_output_prefix,
+                      rest_port=getattr(args, "rest_port", None) or 0,
+                      flink_conf=_flink_conf(getattr(args, "flink_conf", None) or ()))
     return opts, expected
+
+
+def _flink_conf(items) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--flink-conf {item!r} must look like KEY=VALUE")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
 
 
 def cmd_run(args) -> int:
@@ -211,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flink (the .venv-flink runtime) or beam (the .venv-beam runtime)")
     add_job_arguments(r)
     r.add_argument("--summary-json", help="also write the summary as JSON here")
+    r.add_argument("--rest-port", type=int, default=0,
+                   help="the mini-cluster's REST/web UI port (default: a free one)")
+    r.add_argument("--flink-conf", action="append", metavar="KEY=VALUE",
+                   help="extra Flink configuration for the mini-cluster (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     ps = r.add_argument_group("pub/sub (--engine beam)")
     ps.add_argument("--pubsub-subscription", help="projects/P/subscriptions/S to read windows from")
