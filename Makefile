@@ -7,7 +7,7 @@ PIP_PIN := pip==24.3.1
 .PHONY: run test test-core test-flink flink-env beam-env bench bench-backfill clean
 
 run: flink-env
-	$(FLINK)/bin/upm run
+	$(FLINK)/bin/upm run --fresh
 
 test: flink-env beam-env
 	$(BEAM)/bin/python -m pytest -q tests/core

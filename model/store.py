@@ -90,6 +90,10 @@ class SnapshotStore:
 
 
 class LocalSnapshotStore(SnapshotStore):
+    """A directory. Its URIs are paths relative to the root (`snapshots/acme/x.upm.zst`), so a
+    store copied or moved elsewhere keeps working; absolute `file://` URIs written by earlier
+    versions are read by their `snapshots/...` tail when they point outside the root."""
+
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
 
@@ -100,11 +104,19 @@ class LocalSnapshotStore(SnapshotStore):
             path = self.root / path
         path = path.resolve()
         if self.root not in path.parents and path != self.root:
+            parts = path.parts
+            if path.is_absolute() and "snapshots" in parts:  # an old absolute URI, store moved
+                tail = parts[len(parts) - 1 - parts[::-1].index("snapshots"):]
+                return self._path(str(Path(*tail)))
             raise ValueError(f"{uri_or_path!r} is outside the store root {self.root}")
         return path
 
     def uri(self, relpath: str) -> str:
-        return self._path(relpath).as_uri()
+        return self._path(relpath).relative_to(self.root).as_posix()
+
+    def path_of(self, uri: str) -> Path:
+        """The file a URI of this store names (relative, or an old absolute `file://`)."""
+        return self._path(uri)
 
     def _create(self, relpath: str, data: bytes) -> bool:
         dest = self._path(relpath)

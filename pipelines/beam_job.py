@@ -67,14 +67,15 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
         "duplicates", "late", "gaps", "dead_letters", "shadow_deltas", "snapshot_objects", "stats",
         main="deltas")
     snapshots = trained.snapshot_objects | "PublishSnapshot" >> beam.ParDo(
-        dofns.PublishSnapshot(opts.store_root, cfg.snapshots.compression))
+        dofns.PublishSnapshot(opts.store_root, cfg.snapshots.compression)).with_outputs(
+            "refusals", main="records")
     drift = trained.deltas | "DriftMonitor" >> beam.ParDo(dofns.DriftMonitorDoFn(cfg)) \
         .with_outputs("drift_scores", "quarantines", "stats", main="nothing")
     rollbacks = ((drift.drift_scores, drift.quarantines) | "DriftRecords" >> beam.Flatten()
                  | "Govern" >> beam.ParDo(dofns.Govern(opts.store_root, opts.policy_path)))
     records = {
         "dead_letters": [parsed.dead_letters, trained.dead_letters], "duplicates": [trained.duplicates],
-        "late": [trained.late], "gaps": [trained.gaps], "snapshots": [snapshots],
+        "late": [trained.late], "gaps": [trained.gaps], "snapshots": [snapshots.records], "refusals": [snapshots.refusals],
         "drift_scores": [drift.drift_scores], "quarantines": [drift.quarantines],
         "rollbacks": [rollbacks],
         "stats": [trained.stats, drift.stats],

@@ -129,8 +129,8 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
             .set_task_heap_memory_mb(512).set_task_off_heap_memory_mb(1024)
             .set_external_resource("gpu", 1.0).build())
     snapshot_records = (deltas.get_side_output(fn.SNAPSHOTS)
-                        .map(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
-                             output_type=Types.STRING())
+                        .process(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
+                                 output_type=Types.STRING())
                         .name("SnapshotWriter").uid("snapshot-writer"))
     drift = (deltas.key_by(fn.tenant_of, key_type=Types.STRING())
              .process(fn.DriftMonitorFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
@@ -147,6 +147,7 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
         "late": [released.get_side_output(fn.LATE)],
         "gaps": [released.get_side_output(fn.GAPS)],
         "snapshots": [snapshot_records],
+        "refusals": [snapshot_records.get_side_output(fn.REFUSALS)],
         "drift_scores": [drift.get_side_output(fn.DRIFT_SCORES)],
         "quarantines": [drift.get_side_output(fn.QUARANTINES)],
         "rollbacks": [governed],

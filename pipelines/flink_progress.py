@@ -45,3 +45,13 @@ def running_job_id(base: str) -> str | None:
         return None
     live = [j for j in jobs if j["state"] in ("RUNNING", "CREATED", "INITIALIZING")]
     return live[0]["jid"] if live else None
+
+
+def cancel(base: str, job_id: str) -> bool:
+    """Ask the cluster to cancel a job (REST `PATCH /jobs/<id>?mode=cancel`)."""
+    req = urllib.request.Request(f"{base.rstrip('/')}/jobs/{job_id}?mode=cancel", method="PATCH")
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False

@@ -34,7 +34,7 @@ def summarize(records_dir: str | Path) -> dict:
         "windows_in": 0, "trained": 0, "duplicates": 0, "late": 0, "dead_letters": 0,
         "pending": 0, "paused_skipped": 0, "gaps": 0, "feedback_in": 0, "snapshots": 0,
         "last_version": 0, "last_sha256": None, "last_snapshot_id": None, "loss": None,
-        "drift_p95": None, "quarantines": 0, "recoveries": 0})
+        "drift_p95": None, "quarantines": 0, "recoveries": 0, "snapshots_refused": 0})
     unattributed = 0
     for s in read_records(records_dir, "stats"):
         t, c = tenants[s["tenant_id"]], s["counters"]
@@ -62,11 +62,15 @@ def summarize(records_dir: str | Path) -> dict:
         t["snapshots"] += 1
         t["last_version"], t["last_sha256"], t["last_snapshot_id"] = (
             r["version"], r["sha256"], r["snapshot_id"])
+    for r in read_records(records_dir, "refusals"):
+        if r.get("event") == "upm.snapshot.refused":
+            tenants[r["tenant_id"]]["snapshots_refused"] += 1
     for q in read_records(records_dir, "quarantines"):
         key = "quarantines" if q["event"] == "ai.upm.drift.quarantine" else "recoveries"
         tenants[q["tenant_id"]][key] += 1
     totals = {k: sum(t[k] for t in tenants.values()) for k in
-              (*COUNT_KEYS, "gaps", "feedback_in", "snapshots", "quarantines", "recoveries")}
+              (*COUNT_KEYS, "gaps", "feedback_in", "snapshots", "quarantines", "recoveries",
+               "snapshots_refused")}
     totals["dead_letters"] += unattributed
     totals["windows_in"] += unattributed
     totals["unattributed_dead_letters"] = unattributed

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+from runners.errors import Interrupted, UserError, root_cause
 from state.config import SECTIONS, ConfigError, UpmConfig
 
 
@@ -25,9 +28,15 @@ def _add_knob_options(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args, base: UpmConfig) -> UpmConfig:
     cfg = base
     if args.config:
-        with open(args.config, "rb") as f:
-            import tomllib
-            cfg = UpmConfig.from_dict(tomllib.load(f), cfg)
+        import tomllib
+        try:
+            with open(args.config, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read --config {args.config}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{args.config}: {e}") from None
+        cfg = UpmConfig.from_dict(doc, cfg)
     for item in args.set or []:
         cfg = cfg.with_override(item)
     for key, value in vars(args).items():
@@ -45,7 +54,20 @@ def job_options(args, fresh_records: bool = True):
 
     external = bool(args.input or args.kafka_topic or getattr(args, "pubsub_subscription", None))
     cfg = _config_from_args(args, UpmConfig() if external else demo_config())
+    for path in args.input or ():
+        if not Path(path).exists():
+            raise UserError(f"--input {path}: no such file or directory")
     out = Path(args.output)
+    records = out / "records"
+    if fresh_records and records.exists() and any(records.iterdir()) and not args.append:
+        if not getattr(args, "fresh", False):
+            raise UserError(f"{out} holds the records of an earlier run ({records}); pass "
+                            "--append to add to them, --fresh to delete them first, or choose "
+                            "another --output")
+        import shutil
+        shutil.rmtree(records)
+        print(f"[upm] --fresh: deleted the records of an earlier run in {records} "
+              "(the store's snapshots and registry are kept)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     expected = None
     if external:
@@ -61,10 +83,6 @@ def job_options(args, fresh_records: bool = True):
         print(f"[upm] embedded generator: {spec.tenants} tenants x {spec.windows_per_tenant} "
               f"windows, {len(lines)} messages (duplicates, out-of-order, late, unlabeled, "
               f"malformed; concept change for {expected.drift_tenant!r}) -> {gen}", flush=True)
-    records = out / "records"
-    if fresh_records and records.exists() and any(records.iterdir()) and not args.append:
-        import shutil
-        shutil.rmtree(records)
     opts = JobOptions(inputs=inputs, output_dir=str(out), config=cfg, parallelism=args.parallelism,
                       shadow_deltas=args.shadow_deltas, follow=args.follow,
                       policy_path=getattr(args, "policy", None),
@@ -92,16 +110,29 @@ def cmd_run(args) -> int:
     opts, expected = job_options(args)
     inputs = opts.inputs
     total = sum(_count_lines(p) for p in inputs) if inputs and not args.follow else None
-    if args.engine == "beam":
-        run_beam(opts, args.pubsub_subscription, args.pubsub_output_prefix, args.run_seconds)
-    else:
-        run_flink(opts, total, quiet=args.quiet)
     from pipelines.summary import format_table, summarize
 
+    try:
+        with _signals_interrupt():
+            if args.engine == "beam":
+                run_beam(opts, args.pubsub_subscription, args.pubsub_output_prefix,
+                         args.run_seconds)
+            else:
+                run_flink(opts, total, quiet=args.quiet)
+    except Interrupted as e:
+        print(f"[upm] stopped by signal {e.signum}; partial summary of the records committed so "
+              "far (windows in flight are not in it):", flush=True)
+        print(format_table(summarize(opts.records_dir)), flush=True)
+        return e.exit_code
     summary = summarize(opts.records_dir)
     if expected is not None:
         summary["expected"] = expected.to_dict()
     print(format_table(summary))
+    refused = summary["totals"]["snapshots_refused"]
+    if refused:
+        print(f"[upm] WARNING: {refused} snapshot(s) refused: the store already holds those "
+              f"versions with different bytes (reasons in {opts.records_dir / 'refusals'})",
+              file=sys.stderr)
     # A bounded input ends with every window accounted for; an unbounded run stopped midway
     # still holds windows in flight, so its table is a snapshot, not a balance.
     bounded = not (args.follow or args.pubsub_subscription
@@ -168,6 +199,29 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     start = time.time()
     t.start()
     job_id = None
+    try:
+        _watch(t, base, total_messages, quiet, start, error)
+    except Interrupted:
+        print("[upm] interrupted: cancelling the job and stopping the mini-cluster", flush=True)
+        job_id = flink_progress.running_job_id(base)
+        if job_id:
+            flink_progress.cancel(base, job_id)
+        t.join(timeout=30)
+        stop_jvm_children()
+        raise
+    if error:
+        log = Path(opts.output_dir) / "flink" / "log"
+        raise UserError(f"the Flink job failed: {root_cause(error[0])} (Flink log: {log})",
+                        exit_code=1)
+    print(f"[upm] job finished in {time.time() - start:.1f}s", flush=True)
+
+
+def _watch(t: threading.Thread, base: str, total_messages: int | None, quiet: bool,
+           start: float, error: list) -> None:
+    """Print progress every two seconds until the job thread ends."""
+    from pipelines import flink_progress
+
+    job_id = None
     while t.is_alive():
         t.join(timeout=2.0)
         if quiet or not t.is_alive():
@@ -185,9 +239,68 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
               f"{c.get('trained', 0)}  duplicates {c.get('duplicates', 0)}  late "
               f"{c.get('late', 0)}  dead {c.get('dead_letters', 0)}  snapshots "
               f"{c.get('snapshots_written', 0)}  quarantines {c.get('quarantines', 0)}", flush=True)
-    if error:
-        raise SystemExit(f"upm run: the Flink job failed: {error[0]}")
-    print(f"[upm] job finished in {time.time() - start:.1f}s", flush=True)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGINT and SIGTERM raise Interrupted on the main thread while the job runs; a second
+    signal during the clean-up ends the process at once (the JVM is killed first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"seen": False}
+
+    def handler(signum, frame):
+        if state["seen"]:
+            stop_jvm_children(grace_s=0)
+            os._exit(128 + signum)
+        state["seen"] = True
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def stop_jvm_children(grace_s: float = 10.0) -> None:
+    """End the JVMs this process started (PyFlink's gateway and its mini-cluster), which
+    ignore SIGINT and outlive their Python process otherwise: SIGTERM, then SIGKILL."""
+    me = str(os.getpid())
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == me and b"java" in cmd:
+            pids.append(int(stat.parent.name))
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+        if pids:
+            time.sleep(0.1)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data") -> None:
@@ -201,6 +314,8 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
     r.add_argument("--follow", action="store_true", help="watch input directories for new files")
     r.add_argument("--append", action="store_true", help="keep records of earlier runs")
+    r.add_argument("--fresh", action="store_true",
+                   help="delete the records of an earlier run in --output first")
     r.add_argument("--no-warm-start", action="store_true",
                    help="start every tenant from scratch, ignoring snapshots in the store")
     k = r.add_argument_group("kafka")
@@ -210,8 +325,9 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     k.add_argument("--kafka-bounded", action="store_true",
                    help="stop at the offsets that are latest when the job starts")
     k.add_argument("--kafka-output-prefix", help="also write records to topics PREFIX.<kind>")
-    r.add_argument("--tenants", type=int, default=4, help="generator: tenants")
-    r.add_argument("--windows-per-tenant", type=int, default=3000, help="generator: windows each")
+    r.add_argument("--tenants", type=positive_int, default=4, help="generator: tenants")
+    r.add_argument("--windows-per-tenant", type=positive_int, default=3000,
+                   help="generator: windows each")
     _add_knob_options(r)
 
 
@@ -244,14 +360,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("UPM_DEBUG") == "1"
     try:
         return args.func(args)
     except ConfigError as e:
+        _traceback(debug)
         print(f"upm: config error: {e}", file=sys.stderr)
         return 2
+    except UserError as e:
+        _traceback(debug)
+        print(f"upm {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except Interrupted as e:
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # anything else is still one line; UPM_DEBUG=1 shows where
+        _traceback(debug)
+        first = (str(e).strip().splitlines() or [""])[0][:500]
+        hint = "" if debug else " (UPM_DEBUG=1 for the traceback)"
+        print(f"upm {args.command}: {type(e).__name__}: {first}{hint}", file=sys.stderr)
+        return 1
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from datetime import datetime, timezone
 
 from model.governance import Governance, GovernanceError, JsonLinesSink, events_path
@@ -17,6 +18,7 @@ from model.retention import RetentionRule, apply as apply_retention, plan as pla
 from model.signing import SignatureError, Verifier, generate_keypair
 from model.snapshot import sha256_hex
 from model.store import open_store
+from runners.errors import UserError
 
 
 def _when(ms) -> str:
@@ -26,6 +28,10 @@ def _when(ms) -> str:
 
 
 def _open(args):
+    loc = str(args.store)
+    if "://" not in loc and not (Path(loc) / "registry" / "models.json").exists():
+        raise UserError(f"no store at {loc} (no registry/models.json there; --store names the "
+                        "directory a job wrote, e.g. its --output)", exit_code=1)
     store = open_store(args.store)
     registry = open_registry(args.store)
     return store, registry
@@ -45,6 +51,11 @@ def cmd_registry(args) -> int:
     store, registry = _open(args)
     doc = registry.read()
     tenants = [args.tenant] if getattr(args, "tenant", None) else sorted(doc["tenants"])
+    for t in tenants:
+        if t not in doc["tenants"]:
+            known = ", ".join(sorted(doc["tenants"])) or "none"
+            raise UserError(f"no tenant {t!r} in the registry of {args.store} (tenants: {known})",
+                            exit_code=1)
     if args.action == "list":
         print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'drift p95':>11}"
               f"{'samples':>9}  stages")
@@ -68,7 +79,7 @@ def cmd_registry(args) -> int:
                       f"{h.get('artifact_id') or '-':<18} by {h['actor']}: {h['reason']}")
     elif args.action == "verify":
         verifier = Verifier.from_env()
-        bad = 0
+        bad = unsigned = 0
         for t in tenants:
             for aid, a in sorted(doc["tenants"][t]["artifacts"].items()):
                 try:
@@ -77,7 +88,15 @@ def cmd_registry(args) -> int:
                     note = "sha256 ok" if ok else f"SHA256 MISMATCH (stored bytes hash to {actual})"
                 except OSError as e:
                     ok, note = False, f"MISSING ({e})"
-                if ok and a.get("signature") and verifier.keys:
+                if ok and not a.get("signature"):
+                    unsigned += 1
+                    note += ", UNSIGNED"
+                    ok = not args.require_signed
+                elif ok and not verifier.keys:
+                    unsigned += 1
+                    note += ", signature NOT CHECKED (no UPM_VERIFY_KEY_FILES)"
+                    ok = not args.require_signed
+                elif ok:
                     try:
                         verifier.verify(aid, a["sha256"], a["signature"])
                         note += ", signature ok"
@@ -85,7 +104,8 @@ def cmd_registry(args) -> int:
                         ok, note = False, f"BAD SIGNATURE ({e})"
                 bad += not ok
                 print(f"{'ok ' if ok else 'BAD'} {t:<12}{aid:<20}{note}")
-        print(f"{bad} bad artifact(s)")
+        print(f"{bad} bad artifact(s), {unsigned} without a checked signature"
+              f"{' (refused: --require-signed)' if args.require_signed and unsigned else ''}")
         return 1 if bad else 0
     return 0
 
@@ -256,6 +276,8 @@ def add_commands(sub) -> None:
     r = store(sub.add_parser("registry", help="inspect the registry"))
     r.add_argument("action", choices=("list", "show", "history", "verify"))
     r.add_argument("--tenant")
+    r.add_argument("--require-signed", action="store_true",
+                   help="verify: an artifact without a valid, checked signature is bad")
     r.set_defaults(func=cmd_registry)
 
     p = store(sub.add_parser("promote", help="promote an artifact to a stage (policy-gated)"))

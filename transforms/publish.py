@@ -12,7 +12,7 @@ from model.policy import Policy
 from model.registry import open_registry
 from model.signing import Signer, Verifier
 from model.snapshot import Snapshot, encode
-from model.store import open_store
+from model.store import SnapshotConflict, open_store
 from state.records import SnapshotRecord, rfc3339_to_ms
 
 
@@ -62,6 +62,21 @@ class SnapshotPublisher:
             parent_snapshot_id=m["parent_snapshot_id"])
         self.registry.register(dataclasses.asdict(record))
         return record
+
+    def publish_or_refuse(self, snap: Snapshot) -> tuple[SnapshotRecord | None, str | None]:
+        """(record, None), or (None, a `upm.snapshot.refused` record) when the store already
+        holds this version with different bytes: another stream's history for this tenant. The
+        store keeps its version; the job goes on and says so instead of failing."""
+        try:
+            return self.publish(snap), None
+        except SnapshotConflict as e:
+            m = snap.manifest
+            return None, json.dumps({
+                "event": "upm.snapshot.refused", "tenant_id": m["tenant_id"],
+                "snapshot_id": m["snapshot_id"], "version": m["version"],
+                "reason": f"the store already holds {m['snapshot_id']} with different bytes "
+                          f"(another stream's history for this tenant; use another --output "
+                          f"or a stream that continues it): {e}"})
 
 
 def warm_start(store_location: str, trainer, first_event_time: int) -> str | None:

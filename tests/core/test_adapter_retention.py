@@ -76,7 +76,7 @@ def test_flipped_byte_adapter_refuses_and_keeps_serving(tmp_path):
     ad.sync()
     before = ad.predict(ROWS)
     w.walk_to_active("acme", b)
-    path = Path(w.registry.artifact("acme", b)["uri"][len("file://"):])
+    path = w.store.path_of(w.registry.artifact("acme", b)["uri"])
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x10
     path.write_bytes(bytes(data))
@@ -91,7 +91,7 @@ def test_missing_file_is_retried_with_backoff_then_reported(tmp_path):
     w = World(tmp_path)
     a = w.ids()[0]
     w.walk_to_active("acme", a)
-    Path(w.registry.artifact("acme", a)["uri"][len("file://"):]).unlink()
+    w.store.path_of(w.registry.artifact("acme", a)["uri"]).unlink()
     sleeps = []
     ad = Adapter(w.registry, w.store, w.verifier, "acme", "active", "agent-2", max_retries=3,
                  retry_backoff_ms=100, sleep=sleeps.append, env={})
@@ -104,7 +104,7 @@ def test_sync_timeout_stops_retrying(tmp_path):
     w = World(tmp_path)
     a = w.ids()[0]
     w.walk_to_active("acme", a)
-    Path(w.registry.artifact("acme", a)["uri"][len("file://"):]).unlink()
+    w.store.path_of(w.registry.artifact("acme", a)["uri"]).unlink()
     now = [0.0]
 
     def sleep(s):

@@ -55,7 +55,7 @@ def _refused(world, stage, sid, rule, **kw):
 
 def test_bad_hash_is_refused(world):
     sid = world.ids()[0]
-    path = Path(world.registry.artifact("acme", sid)["uri"][len("file://"):])
+    path = world.store.path_of(world.registry.artifact("acme", sid)["uri"])
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

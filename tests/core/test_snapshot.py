@@ -41,7 +41,7 @@ def test_store_writes_atomically_and_never_replaces_with_different_bytes(tmp_pat
     store = LocalSnapshotStore(tmp_path)
     enc = encode(snap(), "zstd")
     stored = store.write_snapshot("acme", "acme-v000001", enc)
-    assert stored.uri.startswith("file://") and stored.sha256 == enc.sha256
+    assert stored.uri == "snapshots/acme/acme-v000001.upm.zst" and stored.sha256 == enc.sha256
     again = store.write_snapshot("acme", "acme-v000001", enc)  # idempotent rewrite
     assert again == stored
     with pytest.raises(SnapshotConflict):
@@ -67,3 +67,17 @@ def test_store_refuses_paths_outside_its_root(tmp_path):
     store = LocalSnapshotStore(tmp_path / "root")
     with pytest.raises(ValueError, match="outside"):
         store.put_bytes("../escape", b"x")
+
+
+def test_a_moved_store_reads_relative_and_old_absolute_uris(tmp_path):
+    import shutil
+    store = LocalSnapshotStore(tmp_path / "a")
+    stored = store.write_snapshot("acme", "acme-v000001", encode(snap(), "zstd"))
+    old_absolute = (tmp_path / "a" / stored.uri).as_uri()  # what earlier versions registered
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = LocalSnapshotStore(tmp_path / "b")
+    for uri in (stored.uri, old_absolute):
+        assert np.array_equal(moved.read_snapshot(uri, stored.sha256).arrays["w"],
+                              snap().arrays["w"])
+    with pytest.raises(ValueError, match="outside"):
+        moved.get_bytes((tmp_path / "elsewhere.bin").as_uri())

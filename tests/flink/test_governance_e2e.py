@@ -92,7 +92,7 @@ def test_run_promote_adapt_predict(tmp_path):
     assert "agent-e2e" in status.stdout and (tmp_path / "s.png").stat().st_size > 10_000
 
     # A flipped byte in a stored artifact: verify fails loudly.
-    path = Path(registry.artifact("globex", "globex-v000001")["uri"][len("file://"):])
+    path = store / registry.artifact("globex", "globex-v000001")["uri"]  # relative to the store
     data = bytearray(path.read_bytes())
     data[20] ^= 0x01
     path.write_bytes(bytes(data))

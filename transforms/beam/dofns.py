@@ -227,7 +227,11 @@ class PublishSnapshot(beam.DoFn):
         self.publisher = SnapshotPublisher(self.store_location, self.compression)
 
     def process(self, snap):
-        yield self.publisher.publish(snap).to_json()
+        record, refusal = self.publisher.publish_or_refuse(snap)
+        if refusal:
+            yield beam.pvalue.TaggedOutput("refusals", refusal)
+        else:
+            yield record.to_json()
 
 
 class Govern(beam.DoFn):

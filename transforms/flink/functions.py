@@ -14,7 +14,7 @@ import time
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
-from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction, MapFunction,
+from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -40,6 +40,7 @@ SNAPSHOTS = OutputTag("snapshots", Types.PICKLED_BYTE_ARRAY())
 DRIFT_SCORES = OutputTag("drift_scores", Types.STRING())
 QUARANTINES = OutputTag("quarantines", Types.STRING())
 STATS = OutputTag("stats", Types.STRING())
+REFUSALS = OutputTag("refusals", Types.STRING())
 
 
 class Parse(ProcessFunction):
@@ -232,9 +233,10 @@ class TrainerFunction(_Keyed):
             yield SNAPSHOTS, snap
 
 
-class SnapshotWriter(MapFunction):
+class SnapshotWriter(ProcessFunction):
     """Publish a Snapshot (write create-only and idempotent, sign when UPM_SIGNING_KEY_FILE is
-    set, register) and emit its record."""
+    set, register) and emit its record; a version the store holds with other bytes is refused
+    (REFUSALS side output) and the job goes on."""
 
     def __init__(self, store_location: str, compression: str):
         self.store_location = store_location
@@ -245,15 +247,20 @@ class SnapshotWriter(MapFunction):
         g = runtime_context.get_metrics_group().add_group("upm")
         self.written = g.counter("snapshots_written")
         self.bytes = g.counter("snapshot_bytes")
+        self.refused = g.counter("snapshots_refused")
         self.tenant_values = TenantValues(g)
 
-    def map(self, snap):
-        record = self.publisher.publish(snap)
+    def process_element(self, snap, ctx):
+        record, refusal = self.publisher.publish_or_refuse(snap)
+        if refusal:
+            self.refused.inc()
+            yield REFUSALS, refusal
+            return
         self.written.inc()
         self.bytes.inc(record.size_bytes)
         # Freshness is now minus this; the reader computes it (Prometheus: time() - value/1000).
         self.tenant_values.set(record.tenant_id, "snapshot_written_at_ms", time.time() * 1000)
-        return record.to_json()
+        yield record.to_json()
 
 
 class DriftMonitorFunction(_Keyed):
