@@ -129,6 +129,9 @@ class Governance:
                                      f"to {stage} (roles: {', '.join(rule.roles)})"))
             elif check == "ack" and not ack:
                 fails.append(Failure("ack", f"promotion to {stage} needs an explicit ACK (--ack)"))
+        if a.get("quarantined") and "drift" not in rule.checks:
+            # a quarantine holds at every stage, whatever the policy lists for it
+            fails.append(Failure("quarantine", f"{artifact_id} is quarantined"))
         return fails
 
     # -- actions ---------------------------------------------------------------------------

@@ -1,12 +1,11 @@
 import threading
-from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from model.adapter import Adapter
 from model.registry import STAGES, empty_document, tenant_entry
-from model.retention import RetentionRule, apply, plan, protected
+from model.retention import RetentionRule, apply, plan
 from tests.core.governance_helpers import World
 
 ROWS = [{"a": 1.0, "b": -0.5, "c": 0.25}, {"a": -1.0}]
@@ -140,20 +139,30 @@ def test_predictions_never_see_a_half_loaded_model(tmp_path):
         mc = ModelConfig(**snap.manifest["model"])
         expected[sid] = ServingModel(sid, 0, mc, {k: snap.arrays[k] for k in mc.param_names},
                                      0).predict(ROWS)[0]
-    stop = threading.Event()
-    seen = []
+    synced = threading.Event()
+    seen = []  # index in ids of the model each prediction came from (-1: none of them)
 
-    def reader():
-        while not stop.is_set():
-            seen.append(ad.predict(ROWS))
+    def reader():  # runs until it has seen the last model, after every swap was made
+        while True:
+            p = ad.predict(ROWS)
+            which = next((i for i, sid in enumerate(ids) if np.array_equal(p, expected[sid])), -1)
+            if not seen or seen[-1] != which:
+                seen.append(which)
+            if synced.is_set() and which == len(ids) - 1:
+                return
+            if which == -1:
+                return
     th = threading.Thread(target=reader)
     th.start()
     for sid in ids[1:]:
         w.walk_to_active("acme", sid)
         ad.sync()
-    stop.set()
-    th.join()
-    assert seen and all(any(np.array_equal(p, e) for e in expected.values()) for p in seen)
+    synced.set()
+    th.join(timeout=600)
+    assert not th.is_alive()
+    # every prediction came from one whole model, the reader saw the swaps, in order
+    assert -1 not in seen and seen[0] == 0 and seen[-1] == len(ids) - 1
+    assert seen == sorted(seen)
 
 
 actions = st.lists(st.tuples(st.sampled_from(["promote", "rollback", "quarantine"]),
@@ -184,12 +193,19 @@ def test_retention_never_deletes_a_pointed_to_or_known_good_artifact(acts, keep_
     doomed = set(plan(t, now, RetentionRule(keep_best, "loss", every, days)))
     pointed = {a for a in t["stages"].values() if a}
     assert not doomed & pointed
-    assert not doomed & protected(t)
+    known_good = set()
     for s in STAGES:
         good = [a for a in t["previous"][s] if not (t["artifacts"][a].get("quarantined")
                                                     or t["artifacts"][a].get("rolled_back"))]
         if good:
             assert good[-1] not in doomed
+            known_good.add(good[-1])
+    # and nothing else is kept but what the other rules keep, computed here on their own
+    arts = t["artifacts"]
+    best = sorted(arts, key=lambda a: (arts[a]["metrics"]["loss"], a))[:keep_best]
+    milestones = {a for a in arts if every and arts[a]["lineage"]["version"] % every == 0}
+    recent = {a for a in arts if now - arts[a]["registered_at"] < days * 86_400_000}
+    assert doomed == set(arts) - pointed - known_good - set(best) - milestones - recent
 
 
 def test_retention_apply_deletes_files_and_entries_but_spares_stages(tmp_path):
@@ -206,5 +222,6 @@ def test_retention_apply_deletes_files_and_entries_but_spares_stages(tmp_path):
     t = w.registry.tenant("acme")
     assert set(t["artifacts"]) == {ids[1], ids[2]}
     for a in gone:
-        assert not Path(t["retired"][a]["uri"][len("file://"):]).exists()
+        assert not w.store.path_of(t["retired"][a]["uri"]).exists()
+    assert all(w.store.path_of(t["artifacts"][a]["uri"]).exists() for a in t["artifacts"])
     assert [h["action"] for h in t["history"]].count("retire") == len(gone)
