@@ -45,18 +45,21 @@ def stamped(lines):
 
 
 def test_watermark_releases_held_windows_in_order(tmp_path):
-    # arrival order 0 2 1 4 3: the watermark (not more data) releases them, in event-time order
+    # arrival order 0 2 1 4 3, then 10: the watermark (not more data) releases them, in
+    # event-time order
     def stream():
         return (TestStream().add_elements(stamped([window(i) for i in (0, 2, 1, 4, 3)]))
-                .advance_watermark_to(ts(T0 + 5000 + 5000)).advance_watermark_to_infinity())
+                .advance_watermark_to(ts(T0 + 5000 + 5000))
+                .add_elements(stamped([window(10)])).advance_watermark_to_infinity())
     rec = run_stream(tmp_path, stream)
-    # Released in event-time order: no gap was seen between consecutive releases, none was
-    # released behind an earlier one, and all five were trained.
-    assert read_records(rec, "gaps") == []
+    # Released in event-time order: the one gap seen is the real one (w4 -> w10), so none of
+    # 0..4 was released behind an earlier one; all six were trained.
+    gaps = read_records(rec, "gaps")
+    assert [(g["before_window_id"], g["after_window_id"]) for g in gaps] == [("w4", "w10")], gaps
     replay = [s for s in read_records(rec, "stats") if s["operator"] == "replay"][0]
-    assert replay["counters"]["released"] == 5 and replay["counters"]["reordered"] == 0
+    assert replay["counters"]["released"] == 6 and replay["counters"]["reordered"] == 0
     assert sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas")) == [
-        "w0", "w1", "w2", "w3", "w4"]
+        "w0", "w1", "w10", "w2", "w3", "w4"]
 
 
 def test_late_windows_behind_the_frontier_are_flagged_and_duplicates_dropped(tmp_path):
@@ -105,7 +108,7 @@ def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, engine + proc.stdout[-2000:] + proc.stderr[-3000:]
         summary = json.loads((out / "s.json").read_text())
-        snaps = sorted((r["snapshot_id"], r["version"])
+        snaps = sorted((r["snapshot_id"], r["version"], r["sha256"])
                        for r in read_records(out / "records", "snapshots"))
         quarantines = sorted(r["tenant_id"] for r in read_records(out / "records", "quarantines")
                              if r["event"] == "ai.upm.drift.quarantine")
