@@ -123,6 +123,10 @@ def cmd_run(args) -> int:
         print(f"[upm] stopped by signal {e.signum}; partial summary of the records committed so "
               "far (windows in flight are not in it):", flush=True)
         print(format_table(summarize(opts.records_dir)), flush=True)
+        if args.engine == "flink":
+            # PyFlink's exit hooks would call the JVM that is gone (tracebacks, delays)
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         return e.exit_code
     summary = summarize(opts.records_dir)
     if expected is not None:
@@ -207,6 +211,8 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
         if job_id:
             flink_progress.cancel(base, job_id)
         t.join(timeout=30)
+        import logging
+        logging.disable(logging.CRITICAL)  # py4j would log every call to the gateway it loses
         stop_jvm_children()
         raise
     if error:

@@ -21,19 +21,22 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-_PYTHON_EXC = re.compile(r"PythonException: (?:<class '([\w.]+)'>: )?(.+)")
+_PYTHON_EXC = re.compile(r"PythonException: (?:<class '([\w.]+)'>: )?(.*)\n((?:\s+at [^\n]*\n)*)")
+_OUR_FRAME = re.compile(r"at \S*?/((?:model|state|transforms|pipelines|runners)/[\w/]+?)\.(\w+)"
+                        r"\((\w+\.py:\d+)\)")
 _CAUSED_BY = re.compile(r"Caused by: ([\w.$]+(?:Exception|Error)[^\n]*)")
 
 
 def root_cause(error: BaseException) -> str:
     """The Python exception behind a failed Flink job (the innermost one a Python operator
     raised), else the innermost Java cause: one line, out of Flink's nested stack traces."""
-    text = str(error)
+    text = str(error) + "\n"
     python = _PYTHON_EXC.findall(text)
     if python:
-        kind, message = python[-1]
-        message = message.strip().splitlines()[0] if message.strip() else ""
-        return f"{kind.rsplit('.', 1)[-1] + ': ' if kind else ''}{message}"[:500]
+        kind, message, frames = python[-1]
+        where = _OUR_FRAME.findall(frames)
+        at = f" (in {where[0][1]}, {where[0][0]}.py line {where[0][2].split(':')[1]})" if where else ""
+        return f"{kind.rsplit('.', 1)[-1] + ': ' if kind else ''}{message.strip()}{at}"[:500]
     causes = _CAUSED_BY.findall(text)
     if causes:
         return causes[-1].strip()[:500]

@@ -70,3 +70,16 @@ def test_registry_errors_are_one_line(tmp_path, registry_store):
              1, "nosuch", "acme")
     one_line(upm("promote", "--tenant", "acme", "--to", "staging", "--actor", "a", "--reason",
                  "r", "--store", str(tmp_path / "no" / "such")), 1, "no store")
+
+
+def test_root_cause_finds_the_python_exception_in_flink_text():
+    from runners.errors import root_cause
+    text = ("org.apache.flink.runtime.client.JobExecutionException: Job execution failed.\n"
+            "Caused by: java.lang.RuntimeException: Error while processing\n"
+            "Caused by: pemja.core.PythonException: <class 'ValueError'>: bad thing\n"
+            "\tat /x/site-packages/pyflink/fn_execution/operations.process(operations.py:9)\n"
+            "\tat /work/main/model/registry.read(registry.py:78)\n"
+            "\tat pemja.core.object.PyIterator.next(Native Method)\n")
+    assert root_cause(Exception(text)) == "ValueError: bad thing (in read, model/registry.py line 78)"
+    assert root_cause(Exception("a\nCaused by: java.io.IOException: disk full\n")) == \
+        "java.io.IOException: disk full"

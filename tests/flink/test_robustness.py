@@ -184,3 +184,20 @@ def test_killer_lines_become_dead_letters_with_their_reasons(fuzzed_run):
     assert by_id["k-path"].startswith("unsafe_tenant_id")
     assert any(r.startswith("oversized: JSON nested") for r in reasons)
     assert not [r for r in reasons if r.startswith("internal")], "an unforeseen exception"
+
+
+def test_a_failed_job_is_one_line_naming_the_python_exception(tmp_path):
+    """A store under a regular file fails the Trainer; the user sees the Python exception and
+    where it was raised, not 118 lines of Java."""
+    lines, _ = generate(ScenarioSpec(tenants=1, windows_per_tenant=50, seed=1))
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.cli", "run", "--input", str(tmp_path / "in.jsonl"),
+         "--output", str(tmp_path / "out"), "--quiet",
+         "--set", f"snapshots.base_path={tmp_path / 'blocker' / 'store' / 'snapshots'}"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("upm run: the Flink job failed: NotADirectoryError"), last
+    assert ".py line" in last and "Flink log" in last and "Traceback" not in proc.stderr
