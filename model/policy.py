@@ -18,6 +18,7 @@ Checks:
 - allowlist  the tenant is in the canary allowlist (the per-tenant `unified_model` flag)
 - role       the actor's role is one of `roles`
 - ack        the promotion carries an explicit acknowledgement (--ack)
+A quarantined artifact is refused at every stage, whatever its checks list.
 """
 
 from __future__ import annotations

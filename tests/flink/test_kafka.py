@@ -32,12 +32,15 @@ def broker(tmp_path_factory):
                              "--kafka-port", str(port), "--data-dir", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bootstrap = f"127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    deadline = time.time() + 120
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(f"noida-db did not listen on {port} (exit {proc.poll()})")
             time.sleep(0.2)
     try:
         yield bootstrap
@@ -57,19 +60,45 @@ def create_topics(bootstrap, names, partitions=1):
         f.result(timeout=30)
 
 
-def consume_all(bootstrap, topic, quiet_s=4.0, timeout_s=60):
+def consume_all(bootstrap, topic, timeout_s=300):
+    """Every committed record of `topic` (read_committed), read to the end offset of each of
+    its partitions as the broker reports it now; the job that wrote them has ended."""
+    from confluent_kafka import TopicPartition
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}-{time.time()}",
                   "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                  "session.timeout.ms": 6000})
-    c.subscribe([topic])
-    out, last, start = [], time.time(), time.time()
-    while time.time() - last < quiet_s and time.time() - start < timeout_s:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            out.append(json.loads(m.value()))
-            last = time.time()
-    c.close()
-    return out
+                  "enable.auto.commit": False, "session.timeout.ms": 6000})
+    try:
+        meta = c.list_topics(topic, timeout=30).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=30, cached=False)[1]
+                for tp in parts}
+        c.assign(parts)
+        out, deadline = [], time.time() + timeout_s
+        while True:
+            pos = {tp.partition: tp.offset for tp in c.position(parts)}
+            if all(pos[p] >= end for p, end in ends.items() if end > 0):
+                return out
+            if time.time() > deadline:
+                raise AssertionError(f"{topic}: read to {pos}, end offsets {ends}")
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                out.append(json.loads(m.value()))
+    finally:
+        c.close()
+
+
+def produce_lines(bootstrap, topic, lines):
+    """Each line a message keyed by its tenant (so a tenant's order is kept in one partition)."""
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for line in lines:
+        try:
+            obj = json.loads(line)
+            key = obj.get("tenant_id") if isinstance(obj, dict) else None
+        except ValueError:
+            key = None
+        p.produce(topic, value=line.encode(), key=key.encode() if isinstance(key, str) else None)
+    assert p.flush(60) == 0, "messages left unsent"
 
 
 def test_kafka_in_and_out_exactly_once(broker, tmp_path):
@@ -77,15 +106,7 @@ def test_kafka_in_and_out_exactly_once(broker, tmp_path):
     create_topics(broker, ["upm.windows"], partitions=2)
     create_topics(broker, [f"upm.out.{k}" for k in (*KINDS, "drift_scores", "gaps", "stats",
                                                     "rollbacks")])
-    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True})
-    for line in lines:
-        try:
-            key = json.loads(line).get("tenant_id")
-        except ValueError:
-            key = None
-        p.produce("upm.windows", value=line.encode(),
-                  key=key.encode() if isinstance(key, str) else None)
-    p.flush(30)
+    produce_lines(broker, "upm.windows", lines)
     conf = tmp_path / "upm.toml"
     conf.write_text(profile_toml(DEMO_PROFILE))
     proc = subprocess.run(

@@ -25,7 +25,8 @@ def test_second_run_continues_the_version_sequence(tmp_path):
     out = tmp_path / "out"
     run(["--input", str(tmp_path / "a.jsonl"), "--output", str(out), "--config", str(conf), "--quiet"])
     first = read_records(out / "records", "snapshots")
-    run(["--input", str(tmp_path / "b.jsonl"), "--output", str(out), "--config", str(conf), "--quiet"])
+    run(["--input", str(tmp_path / "b.jsonl"), "--output", str(out), "--config", str(conf), "--quiet",
+         "--fresh"])  # only the second run's records; the store is kept
     second = read_records(out / "records", "snapshots")
     for tenant in ("acme", "globex"):
         old = sorted((s for s in first if s["tenant_id"] == tenant), key=lambda s: s["version"])
