@@ -188,10 +188,19 @@ def down(spec: ClusterSpec) -> None:
 
 
 def taskmanager_pids(spec: ClusterSpec) -> list[int]:
+    """The live TaskManagers' pids (the pid file keeps those of killed ones too)."""
     pids = []
     for f in (spec.dir / "pid").glob("*taskexecutor*.pid"):
         pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return pids
+    return [p for p in pids if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def rest(spec: ClusterSpec, path: str, method: str = "GET", body: dict | None = None,
