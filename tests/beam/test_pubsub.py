@@ -33,12 +33,16 @@ def emulator(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     host = f"127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.time() + 180  # a JVM start on a loaded 2-core machine
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise AssertionError(f"the Pub/Sub emulator did not listen on {port} "
+                                     f"(exit {proc.poll()})") from None
             time.sleep(0.3)
     old = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = host
@@ -117,6 +121,8 @@ def test_pubsub_in_records_out(emulator, tmp_path):
                 break
             time.sleep(3)
         assert proc.poll() is None, (tmp_path / "pipeline.log").read_text()[-3000:]
+        assert quarantines and {s["tenant_id"] for s in snaps} == set(expected.tenants), (
+            "the records did not arrive in 900 s", len(snaps), quarantines)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
