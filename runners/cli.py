@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from runners.errors import Interrupted, UserError, root_cause
+from runners.processes import stop_jvm_children
 from state.config import SECTIONS, ConfigError, UpmConfig
 
 
@@ -269,44 +270,6 @@ def _signals_interrupt():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def stop_jvm_children(grace_s: float = 10.0) -> None:
-    """End the JVMs this process started (PyFlink's gateway and its mini-cluster), which
-    ignore SIGINT and outlive their Python process otherwise: SIGTERM, then SIGKILL."""
-    me = str(os.getpid())
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmd = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if fields[1] == me and b"java" in cmd:
-            pids.append(int(stat.parent.name))
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-        if pids:
-            time.sleep(0.1)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, sig) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data") -> None:

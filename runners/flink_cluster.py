@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.processes import alive
+
 
 def flink_home() -> Path:
     import pyflink
@@ -192,15 +194,7 @@ def taskmanager_pids(spec: ClusterSpec) -> list[int]:
     pids = []
     for f in (spec.dir / "pid").glob("*taskexecutor*.pid"):
         pids += [int(x) for x in f.read_text().split() if x.strip().isdigit()]
-    return [p for p in pids if _alive(p)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return [p for p in pids if alive(p)]
 
 
 def rest(spec: ClusterSpec, path: str, method: str = "GET", body: dict | None = None,
