@@ -170,9 +170,14 @@ _CLOSE = {ord("]"), ord("}")}
 def _nesting_depth(raw) -> int:
     """An upper bound of the JSON nesting depth (brackets inside strings count too), found
     without recursion, so json.loads is never asked to recurse past MAX_DEPTH."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return 0
+    if isinstance(raw, str):
+        if raw.count("[") + raw.count("{") <= MAX_DEPTH:  # nearly every message: no copy
+            return 0
+        data = raw.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(raw)
+        if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+            return 0
     depth = deepest = 0
     for b in data:
         if b in _OPEN:
