@@ -19,7 +19,6 @@ from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
 from pyflink.datastream.state import ValueStateDescriptor
 
 from state.config import UpmConfig
-from transforms.flink.metrics import TenantValues
 from state.drift import DriftWindow
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
@@ -27,6 +26,7 @@ from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, r
                                 trainer_stats, warm_start)
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
+from transforms.flink.metrics import TenantValues
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
 
