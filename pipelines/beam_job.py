@@ -74,8 +74,9 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
     rollbacks = ((drift.drift_scores, drift.quarantines) | "DriftRecords" >> beam.Flatten()
                  | "Govern" >> beam.ParDo(dofns.Govern(opts.store_root, opts.policy_path)))
     records = {
-        "dead_letters": [parsed.dead_letters, trained.dead_letters], "duplicates": [trained.duplicates],
-        "late": [trained.late], "gaps": [trained.gaps], "snapshots": [snapshots.records], "refusals": [snapshots.refusals],
+        "dead_letters": [parsed.dead_letters, trained.dead_letters],
+        "duplicates": [trained.duplicates], "late": [trained.late], "gaps": [trained.gaps],
+        "snapshots": [snapshots.records], "refusals": [snapshots.refusals],
         "drift_scores": [drift.drift_scores], "quarantines": [drift.quarantines],
         "rollbacks": [rollbacks],
         "stats": [trained.stats, drift.stats],

@@ -259,7 +259,7 @@ def _signals_interrupt():
 
     def handler(signum, frame):
         if state["seen"]:
-            stop_jvm_children(grace_s=0)
+            stop_jvm_children(timeout_s=0)
             os._exit(128 + signum)
         state["seen"] = True
         raise Interrupted(signum)

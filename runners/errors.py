@@ -34,8 +34,11 @@ def root_cause(error: BaseException) -> str:
     python = _PYTHON_EXC.findall(text)
     if python:
         kind, message, frames = python[-1]
-        where = _OUR_FRAME.findall(frames)
-        at = f" (in {where[0][1]}, {where[0][0]}.py line {where[0][2].split(':')[1]})" if where else ""
+        where = _OUR_FRAME.findall(frames)  # innermost first
+        at = ""
+        if where:
+            module, function, file_line = where[0]
+            at = f" (in {function}, {module}.py line {file_line.split(':')[1]})"
         return f"{kind.rsplit('.', 1)[-1] + ': ' if kind else ''}{message.strip()}{at}"[:500]
     causes = _CAUSED_BY.findall(text)
     if causes:

@@ -74,7 +74,11 @@ def _time(d: dict, name: str) -> int:
     if isinstance(v, (int, float)):
         if isinstance(v, float) and not math.isfinite(v):
             raise _Bad(f"bad_timestamp: {name} is not finite")
-        return _in_range(name, int(v), repr(v)[:32])
+        ms = int(v)
+        if MIN_TIME_MS // 1000 <= ms < MAX_TIME_MS // 1000:
+            raise _Bad(f"bad_timestamp: {name}={repr(v)[:32]} looks like epoch seconds; "
+                       "the contract is epoch milliseconds")
+        return _in_range(name, ms, repr(v)[:32])
     if isinstance(v, str):
         try:
             ms = rfc3339_to_ms(v)
@@ -85,9 +89,6 @@ def _time(d: dict, name: str) -> int:
 
 
 def _in_range(name: str, ms: int, shown: str) -> int:
-    if MIN_TIME_MS // 1000 <= ms < MAX_TIME_MS // 1000:
-        raise _Bad(f"bad_timestamp: {name}={shown} looks like epoch seconds; "
-                   "the contract is epoch milliseconds")
     if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
         raise _Bad(f"bad_timestamp: {name}={shown} is outside 1973-03-03..2100-01-01 UTC")
     return ms
