@@ -63,7 +63,7 @@ _NONNEG = (0, None)
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.snapshot_interval": _POS, "trainer.learning_rate": (1e-9, 10.0),
     "trainer.batch_size": (1, 65536), "trainer.max_pending_labels": _NONNEG,
-    "trainer.drift_scale": (1e-12, None),
+    "trainer.drift_scale": (1e-12, None), "trainer.steps_per_call": (1, 4096),
     "replay.max_buffer_size": _POS, "replay.release_delay_ms": _NONNEG,
     "replay.late_window_tolerance_ms": _NONNEG, "replay.gap_tolerance_ms": _NONNEG,
     "replay.max_future_ms": _POS,

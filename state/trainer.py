@@ -3,10 +3,18 @@
 Windows arrive in event-time order from the ReplayBuffer. A window with a label joins the
 current micro-batch; one without waits (bounded) for its Feedback, and a Feedback that arrives
 before its window waits (bounded) for the window. When the batch holds `batch_size` windows, or
-reaching `snapshot_interval` trained windows needs fewer, the batch is *tested* (shadow
-predictions by the current weights, one ShadowDelta per window) and then *trained* (one Adam
-step). Every `snapshot_interval` trained windows a Snapshot is cut. While paused, batches are
-scored (ShadowDeltas still flow, so drift is still watched) but not trained.
+reaching `snapshot_interval` trained windows needs fewer, the batch is *ready*. Each ready batch
+is *tested* (shadow predictions by the weights of every step before it, one ShadowDelta per
+window) and then *trained* (one Adam step). Every `snapshot_interval` trained windows a Snapshot
+is cut. While paused, batches are scored (ShadowDeltas still flow, so drift is still watched)
+but not trained.
+
+Ready batches are trained `steps_per_call` at a time in one TensorFlow call (a graph loop over
+the same steps: the arithmetic, and so every weight, prediction and snapshot, is that of one
+call per batch; measured in bench/). A TensorFlow call costs about the same for 1 or 16 steps,
+so this is what makes the streaming path cheap. Ready batches are also trained when reaching
+the next snapshot needs no more, and whenever the engine calls `drain()` (its timers, before
+drift is judged, and at the end of input), so a quiet tenant is not left waiting.
 
 Accounting per tenant: every window handed to `on_window` ends up in exactly one of
 `trained`, `paused_skipped`, `awaiting_label` (still held), `label_expired` (evicted when the
@@ -23,7 +31,7 @@ import numpy as np
 from model.hashing import FeatureHasher
 from model.network import ModelConfig, init_params, init_slots, learner_for
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
-from state.drift import drift_score
+from state.drift import drift_scores
 from state.records import FeatureWindow, Feedback, ShadowDelta
 
 MODES = ("shadow", "canary", "active", "backfill")
@@ -37,6 +45,7 @@ class TrainerConfig:
     mode: str = "shadow"
     max_pending_labels: int = 10_000
     drift_scale: float = 1.0
+    steps_per_call: int = 16
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -95,6 +104,7 @@ class TrainerState:
         self.last_loss = float("nan")
         self.paused = False
         self.batch: list[FeatureWindow] = []
+        self.ready: list[list[FeatureWindow]] = []  # full batches, oldest first, not yet trained
         self.awaiting: OrderedDict[str, FeatureWindow] = OrderedDict()
         self.early_labels: OrderedDict[str, float] = OrderedDict()
         self.counters = {k: 0 for k in COUNTERS}
@@ -128,9 +138,16 @@ class TrainerState:
             self.early_labels.popitem(last=False)
         return TrainerOutput()
 
+    def drain(self) -> TrainerOutput:
+        """Train the ready batches now (the engine's timers; before drift is judged)."""
+        return self._train_ready() if self.ready else TrainerOutput()
+
     def flush(self) -> TrainerOutput:
-        """Train the partial batch now (end of input, or the tenant went quiet)."""
-        return self._step() if self.batch else TrainerOutput()
+        """Train the ready batches and the partial one now (end of input)."""
+        if self.batch:
+            self.ready.append(self.batch)
+            self.batch = []
+        return self.drain()
 
     def train_block(self, x: np.ndarray, y: np.ndarray, window_start: np.ndarray,
                     window_end: np.ndarray, final: bool = True) -> BlockOutput:
@@ -139,7 +156,7 @@ class TrainerState:
         steps, snapshot cuts and manifests. Runs of full batches go to TensorFlow in one call.
         With `final=False` a trailing part batch is left unconsumed (the caller passes it again
         with the next block); with `final=True` it is trained, as `flush` would."""
-        if self.batch or self.paused:
+        if self.batch or self.ready or self.paused:
             raise ValueError("train_block needs a running trainer with no part batch")
         n, size, interval = len(y), self.config.batch_size, self.config.snapshot_interval
         learner = learner_for(self.model)
@@ -164,15 +181,8 @@ class TrainerState:
                     self.config.learning_rate)
                 k = 1
             out.predictions[i:i + rows] = preds.reshape(-1)
-            self.step += k
-            self.counters["steps"] += k
             self.counters["windows"] += rows
-            self.counters["trained"] += rows
-            self.last_loss = loss
-            self.since_snapshot += rows
-            if self.range_start is None:
-                self.range_start = int(window_start[i])
-            self.range_end = max(self.range_end or 0, int(window_end[i:i + rows].max()))
+            self._account(k, rows, loss, int(window_start[i]), int(window_end[i:i + rows].max()))
             i += rows
             if self.since_snapshot >= interval:
                 out.segments.append((seg, i, self.last_snapshot_id))
@@ -188,11 +198,16 @@ class TrainerState:
         """Cut a snapshot of what was trained since the last one (end of a backfill), if any."""
         return self._cut_snapshot() if self.since_snapshot and not self.batch else None
 
-    def pause(self) -> None:
+    def pause(self) -> TrainerOutput:
+        """Stop training (batches are still scored). Ready batches are trained first."""
+        out = self.drain()
         self.paused = True
+        return out
 
-    def resume(self) -> None:
+    def resume(self) -> TrainerOutput:
+        out = self.drain()
         self.paused = False
+        return out
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -213,42 +228,76 @@ class TrainerState:
 
     def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
         self.batch.append(w)
-        to_boundary = self.config.snapshot_interval - self.since_snapshot
+        to_boundary = self.config.snapshot_interval - self.since_snapshot - self._ready_rows()
         if len(self.batch) >= min(self.config.batch_size, to_boundary):
-            return self._step()
+            self.ready.append(self.batch)
+            self.batch = []
+            if (self.paused or len(self.ready) >= self.config.steps_per_call
+                    or len(self.ready[-1]) == to_boundary):
+                return self._train_ready()
         return TrainerOutput()
 
-    def _step(self) -> TrainerOutput:
-        batch, self.batch = self.batch, []
-        out = TrainerOutput()
-        x = _hasher(self.model.input_width).transform([w.features for w in batch])
-        y = np.array([w.label for w in batch], dtype=np.float32)
+    def _ready_rows(self) -> int:
+        return sum(len(b) for b in self.ready)
+
+    def _train_ready(self) -> TrainerOutput:
+        """Test then train every ready batch, in order (no snapshot boundary inside: `_enqueue`
+        trains as soon as the ready rows reach it)."""
+        batches, self.ready = self.ready, []
+        windows = [w for b in batches for w in b]
+        x = _hasher(self.model.input_width).transform([w.features for w in windows])
+        y = np.array([w.label for w in windows], dtype=np.float32)
         learner = learner_for(self.model)
         if self.paused:
             preds, _ = learner.predict(self.params, x)
-            self.counters["paused_skipped"] += len(batch)
+            self.counters["paused_skipped"] += len(windows)
         else:
-            self.params, self.slots, loss, preds = learner.update(
-                self.params, self.slots, self.step, x, y, self.config.learning_rate)
-            self.step += 1
-            self.counters["steps"] += 1
-            self.counters["trained"] += len(batch)
-            self.last_loss = loss
-            self.since_snapshot += len(batch)
-            if self.range_start is None:
-                self.range_start = batch[0].window_start
-            self.range_end = max(self.range_end or 0, max(w.window_end for w in batch))
+            preds = np.empty(len(windows), np.float32)
+            size = len(batches[0])
+            k = len(batches) if len(batches[-1]) == size else len(batches) - 1
+            done = lo = 0
+            if k >= 2:
+                rows = k * size
+                self.params, self.slots, losses, p = learner.update_many(
+                    self.params, self.slots, self.step, x[:rows].reshape(k, size, -1),
+                    y[:rows].reshape(k, size), self.config.learning_rate)
+                preds[:rows] = p.reshape(-1)
+                self._account(k, rows, float(losses[-1]), windows[0].window_start,
+                              max(w.window_end for w in windows[:rows]))
+                done, lo = k, rows
+            for b in batches[done:]:
+                hi = lo + len(b)
+                self.params, self.slots, loss, p = learner.update(
+                    self.params, self.slots, self.step, x[lo:hi], y[lo:hi],
+                    self.config.learning_rate)
+                preds[lo:hi] = p
+                self._account(1, len(b), loss, b[0].window_start, max(w.window_end for w in b))
+                lo = hi
+        out = TrainerOutput()
         kind = self.model.prediction_kind
-        for w, p in zip(batch, preds.tolist()):
+        truth = np.array([w.label for w in windows], np.float64)
+        scores = drift_scores(preds, truth, kind, self.config.drift_scale).tolist()
+        for w, p, score in zip(windows, preds.tolist(), scores):
             out.deltas.append(ShadowDelta(
                 tenant_id=self.tenant_id, trainer_id=self.trainer_id, prediction_id=w.window_id,
-                shadow_prediction=p, ground_truth=w.label,
-                drift_score=drift_score(p, w.label, kind, self.config.drift_scale),
+                shadow_prediction=p, ground_truth=w.label, drift_score=score,
                 timestamp=w.event_time, model_version=self.version,
                 snapshot_id=self.last_snapshot_id))
         if self.since_snapshot >= self.config.snapshot_interval:
             out.snapshots.append(self._cut_snapshot())
         return out
+
+    def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
+        """The bookkeeping of `steps` trained micro-batches of `rows` windows in all (streaming
+        and block paths alike)."""
+        self.step += steps
+        self.counters["steps"] += steps
+        self.counters["trained"] += rows
+        self.last_loss = loss
+        self.since_snapshot += rows
+        if self.range_start is None:
+            self.range_start = start
+        self.range_end = max(self.range_end or 0, end)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {**self.params, **{"slot_" + k: v for k, v in self.slots.items()}}
@@ -281,6 +330,7 @@ class TrainerState:
             "last_loss": None if np.isnan(self.last_loss) else self.last_loss,
             "paused": self.paused, "counters": self.counters,
             "batch": [w.to_dict() for w in self.batch],
+            "ready": [[w.to_dict() for w in b] for b in self.ready],
             "awaiting": [w.to_dict() for w in self.awaiting.values()],
             "early_labels": list(self.early_labels.items()),
         }
@@ -300,6 +350,7 @@ class TrainerState:
         ts.last_loss = float("nan") if meta["last_loss"] is None else meta["last_loss"]
         ts.counters.update(meta["counters"])
         ts.batch = [FeatureWindow.from_dict(d) for d in meta["batch"]]
+        ts.ready = [[FeatureWindow.from_dict(d) for d in b] for b in meta.get("ready", [])]
         ts.awaiting = OrderedDict((d["window_id"], FeatureWindow.from_dict(d)) for d in meta["awaiting"])
         ts.early_labels = OrderedDict((k, v) for k, v in meta["early_labels"])
         return ts

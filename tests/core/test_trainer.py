@@ -29,7 +29,7 @@ def fast(**kw):
 
 
 def train_all(ts, windows):
-    outs = [ts.on_window(w) for w in windows]
+    outs = [ts.on_window(w) for w in windows] + [ts.drain()]
     return [d for o in outs for d in o.deltas], [s for o in outs for s in o.snapshots]
 
 
@@ -96,6 +96,41 @@ def test_state_round_trip_continues_identically():
     assert [d.shadow_prediction for d in da] == [d.shadow_prediction for d in db]
     assert [s.manifest for s in sa] == [s.manifest for s in sb]
     assert np.array_equal(a.params["w"], b.params["w"])
+
+
+@pytest.mark.parametrize("head", ["linear", "logistic", "mlp"])
+def test_steps_per_call_changes_when_tensorflow_is_called_not_what_is_learned(head):
+    """Ready batches trained k at a time in one call give the weights, predictions, snapshots
+    and step counts of one call per batch, bit for bit, and nothing is trained twice."""
+    from model.snapshot import encode
+
+    data = stream(530)
+    runs = {}
+    for k in (1, 3, 16):
+        ts = TrainerState("acme", ModelConfig(head=head, input_width=32),
+                          fast(snapshot_interval=100, steps_per_call=k))
+        outs = [ts.on_window(w) for w in data]
+        if k == 1:  # one call per batch: every delta is out as soon as its batch is full
+            assert sum(len(o.deltas) for o in outs) == 524 and not ts.ready
+        outs.append(ts.flush())
+        deltas = [d for o in outs for d in o.deltas]
+        snaps = [encode(s).sha256 for o in outs for s in o.snapshots]
+        runs[k] = ([(d.prediction_id, d.shadow_prediction, d.model_version) for d in deltas],
+                   snaps, ts.counters["steps"], ts.params["w"].tobytes())
+        assert ts.trained == 530 and len(deltas) == 530 and len(snaps) == 5
+    assert runs[1] == runs[3] == runs[16]
+
+
+def test_ready_batches_survive_a_state_round_trip():
+    data = stream(100)
+    a = TrainerState("acme", ModelConfig(input_width=32), fast(steps_per_call=8))
+    for w in data[:45]:
+        a.on_window(w)
+    assert len(a.ready) == 5 and len(a.batch) == 5 and a.trained == 0
+    b = TrainerState.from_bytes(a.to_bytes())
+    da, db = train_all(a, data[45:]), train_all(b, data[45:])
+    assert [d.shadow_prediction for d in da[0]] == [d.shadow_prediction for d in db[0]]
+    assert a.trained == b.trained == 100
 
 
 def test_delayed_labels_train_once_feedback_arrives_and_missing_ones_stay_pending():
