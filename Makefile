@@ -35,7 +35,7 @@ beam-env: $(BEAM)/.installed
 $(FLINK)/.installed: pyproject.toml constraints/flink.txt transforms/flink/kafka-jars.sha256
 	$(PYTHON) -m venv $(FLINK)
 	$(FLINK)/bin/python -m pip install -q $(PIP_PIN)
-	$(FLINK)/bin/python -m pip install -q -c constraints/flink.txt -e '.[flink,dev]'
+	$(FLINK)/bin/python -m pip install -q -c constraints/flink.txt -e '.[flink,dev,bench]'
 	$(FLINK)/bin/python -m transforms.flink.fetch_jars
 	touch $@
 

@@ -1,18 +1,21 @@
-"""Throughput of the UPM job: the engine-free core alone and the whole Flink job, on the
-built-in generator, with ratios against a baseline measured in the same run.
+"""Throughput of the UPM job against baselines measured in the same run, as one table.
 
-    .venv-flink/bin/python bench/throughput.py [--tenants 4] [--windows-per-tenant 3000]
+    .venv-flink/bin/python bench/throughput.py [--windows-per-tenant 3000] [--skip-flink]
 
-Baseline: parsing the same messages (JSON -> records) and nothing else. Rows:
-  parse only          the baseline
-  core, no training   parse + ReplayBuffer (ordering, dedup, lateness)
-  core                parse + ReplayBuffer + TrainerState (TensorFlow steps) + DriftWindow
-  backfill core       the same messages as a backfill trains them, engine-free: parse into a
-                      window table, per tenant order/dedupe/join (Arrow), columnar hashing,
-                      runs of full micro-batches in one TensorFlow call (state/backfill.py)
-  flink job           the Flink job on an embedded mini-cluster, parallelism 1, end to end
-                      (including JVM and Python worker start-up, and the same from first to
-                      last record where the mini-cluster's REST API tells it)
+Rows (windows/s; "ratio" is against the row named in "vs"):
+  identity keyed PyFlink job  the cheapest keyed job a user could write on the same file
+                              (bench/identity_job.py), steady state
+  upm flink job p=1 / p=2     the whole UPM job on an embedded mini-cluster, steady state
+  upm flink job, with start-up  N windows end to end, JVM and Python workers included
+  river                       StandardScaler | LogisticRegression test-then-train, one thread
+  vowpal wabbit               logistic loss test-then-train, one thread (where installed)
+  core                        parse -> TenantPipeline (ReplayBuffer -> TrainerState with
+                              TensorFlow -> DriftWindow), engine-free (pipelines/local_job.py)
+  core, dense tenant          1 tenant, windows 10 ms apart (it holds ~500 windows and
+                              remembers ~6,000 ids), against 4 tenants 1 s apart
+
+Steady state takes start-up out: each Flink job runs on N and on k*N windows (k = --scale) in
+fresh mini-cluster processes, and the rate is (k*N - N) / (t(k*N) - t(N)).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.local_job import run_local  # noqa: E402
 from runners.embedded import DEMO_SCENARIO, demo_config  # noqa: E402
-from state.parse import parse_message  # noqa: E402
-from state.replay import ReplayBuffer  # noqa: E402
 from state.scenario import generate  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
 
-def timed(fn, repeat=1):
+
+def timed(fn, repeat=1) -> float:
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -43,104 +48,125 @@ def timed(fn, repeat=1):
     return best
 
 
-def parse_only(lines):
+def flink_seconds(job: str, path: Path, out: Path, parallelism: int) -> float:
+    r = subprocess.run([sys.executable, str(HERE / "flink_run.py"), job, str(path), str(out),
+                        "--parallelism", str(parallelism)], capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if r.returncode:
+        raise SystemExit(f"{job} job failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def labeled_rows(lines):
+    """(features, label) of each labeled window, in arrival order, for River and VW."""
+    rows = []
     for line in lines:
-        parse_message(line)
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if not (isinstance(d, dict) and isinstance(d.get("features"), dict)
+                and isinstance(d.get("label"), (int, float))):
+            continue
+        x = d["features"]
+        if all(isinstance(v, (int, float)) and v == v and abs(v) < 1e300 for v in x.values()):
+            rows.append((x, 1 if d["label"] > 0 else 0))
+    return rows
 
 
-def replay_only(lines):
-    bufs = {}
-    for line in lines:
-        p = parse_message(line)
-        if p.ok and hasattr(p.record, "window_start"):
-            rb = bufs.setdefault(p.record.tenant_id, ReplayBuffer(p.record.tenant_id))
-            rb.add(p.record)
-    for rb in bufs.values():
-        rb.flush()
-
-
-def backfill_core(lines, cfg):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from state import backfill
-    from state.trainer import TrainerState
-    from state.window_table import from_json_lines
-
-    table = pa.Table.from_batches([from_json_lines(lines)])
-    table = table.filter(pc.is_null(table.column("error")))
-    for tenant in pc.unique(table.column("tenant_id")).to_pylist():
-        c = cfg.for_tenant(tenant)
-        prepared = backfill.prepare(tenant, table.filter(pc.equal(table.column("tenant_id"), tenant)),
-                                    None, None)
-        for _ in backfill.train(prepared, TrainerState(tenant, c.model, c.trainer)):
-            pass
-
-
-def learner_steps(jit: str, batch: int, steps: int = 300) -> float:
-    """Seconds per Adam step of the linear model on one micro-batch."""
-    import numpy as np
-
-    from model.network import ModelConfig, init_params, init_slots, learner_for
-
-    cfg = ModelConfig(jit=jit)
-    learner = learner_for(cfg)
-    params = init_params(cfg)
-    slots = init_slots(params)
-    x = np.random.default_rng(0).normal(size=(batch, cfg.input_width)).astype("float32")
-    y = np.zeros(batch, "float32")
-    for i in range(20):
-        params, slots, _, _ = learner.update(params, slots, i, x, y, 0.01)
+def river_rate(rows) -> float | None:
+    try:
+        from river import linear_model, preprocessing
+    except ImportError:
+        return None
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     t = time.perf_counter()
-    for i in range(steps):
-        params, slots, _, _ = learner.update(params, slots, i, x, y, 0.01)
-    return (time.perf_counter() - t) / steps
+    for x, y in rows:
+        model.predict_proba_one(x)
+        model.learn_one(x, y)
+    return len(rows) / (time.perf_counter() - t)
+
+
+def vw_rate(rows) -> float | None:
+    try:
+        from vowpalwabbit import Workspace
+    except ImportError:
+        return None
+    vw = Workspace("--loss_function logistic --quiet")
+    texts = [(f"{2 * y - 1} | " + " ".join(f"{k}:{v}" for k, v in x.items())) for x, y in rows]
+    t = time.perf_counter()
+    for text in texts:
+        vw.predict(text)
+        vw.learn(text)
+    rate = len(texts) / (time.perf_counter() - t)
+    vw.finish()
+    return rate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tenants", type=int, default=4)
     ap.add_argument("--windows-per-tenant", type=int, default=3000)
+    ap.add_argument("--scale", type=int, default=5)
     ap.add_argument("--skip-flink", action="store_true")
     args = ap.parse_args()
-    spec = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
-                               windows_per_tenant=args.windows_per_tenant)
-    lines, expected = generate(spec)
-    n = len(lines)
     cfg = demo_config()
-    run_local(lines[:2000], cfg)  # warm up TensorFlow tracing
-    rows = [("parse only", timed(lambda: parse_only(lines), 3)),
-            ("core, no training", timed(lambda: replay_only(lines), 3)),
-            ("core", timed(lambda: run_local(lines, cfg), 2)),
-            ("backfill core", timed(lambda: backfill_core(lines, cfg), 2))]
-    if not args.skip_flink:
-        from pipelines.options import JobOptions
-        from runners.cli import run_flink
+    n_spec = dataclasses.replace(DEMO_SCENARIO, windows_per_tenant=args.windows_per_tenant)
+    k_spec = dataclasses.replace(n_spec, windows_per_tenant=args.windows_per_tenant * args.scale)
+    lines_n, _ = generate(n_spec)
+    lines_k, _ = generate(k_spec)
+    rows: list[tuple[str, float | None, str]] = []  # (name, windows/s, vs)
 
+    run_local(lines_n[:2000], cfg)  # TensorFlow tracing
+    core = len(lines_k) / timed(lambda: run_local(lines_k, cfg))
+    dense = dataclasses.replace(n_spec, tenants=1, cadence_ms=10,
+                                windows_per_tenant=len(lines_k) // 1, late_delay_ms=1800)
+    lines_dense, _ = generate(dense)
+    core_dense = len(lines_dense) / timed(lambda: run_local(lines_dense, cfg))
+    labeled = labeled_rows(lines_k)
+    river, vw = river_rate(labeled), vw_rate(labeled)
+
+    if not args.skip_flink:
         with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / "in.jsonl"
-            f.write_text("\n".join(lines) + "\n")
-            opts = JobOptions(inputs=(str(f),), output_dir=d, config=cfg, parallelism=1)
-            t = time.perf_counter()
-            run_flink(opts, n, quiet=True)
-            rows.append(("flink job (incl. start-up)", time.perf_counter() - t))
-    base = rows[0][1]
-    print(f"{n} messages ({spec.tenants} tenants x {spec.windows_per_tenant} windows, "
-          f"batch {cfg.trainer.batch_size})")
-    print(f"{'stage':<28}{'seconds':>9}{'msgs/s':>10}{'vs parse':>10}")
+            root = Path(d)
+            fn, fk = root / "n.jsonl", root / "k.jsonl"
+            fn.write_text("\n".join(lines_n) + "\n")
+            fk.write_text("\n".join(lines_k) + "\n")
+            extra = len(lines_k) - len(lines_n)
+
+            def steady(job, p):
+                tn = flink_seconds(job, fn, root / f"{job}-{p}-n", p)
+                tk = flink_seconds(job, fk, root / f"{job}-{p}-k", p)
+                return extra / (tk - tn), len(lines_n) / tn
+
+            identity, _ = steady("identity", 1)
+            upm1, upm1_start = steady("upm", 1)
+            upm2, _ = steady("upm", 2)
+        rows += [("identity keyed PyFlink job, p=1", identity, ""),
+                 ("upm flink job, p=1", upm1, "identity keyed PyFlink job, p=1"),
+                 ("upm flink job, p=2", upm2, "identity keyed PyFlink job, p=1"),
+                 (f"upm flink job, p=1, with start-up ({len(lines_n)} windows)", upm1_start,
+                  "upm flink job, p=1")]
+    rows += [("river StandardScaler|LogisticRegression", river, ""),
+             ("vowpal wabbit (logistic)", vw, "river StandardScaler|LogisticRegression"),
+             ("core (parse -> TenantPipeline, TensorFlow)", core,
+              "river StandardScaler|LogisticRegression"),
+             ("core, 1 dense tenant (10 ms apart)", core_dense,
+              "core (parse -> TenantPipeline, TensorFlow)")]
+    rates = {name: rate for name, rate, _ in rows}
+    print(f"{len(lines_n)} and {len(lines_k)} messages ({n_spec.tenants} tenants, 1 s apart, "
+          f"batch {cfg.trainer.batch_size}, {cfg.trainer.steps_per_call} steps per TensorFlow "
+          f"call); {os.cpu_count()} cores")
+    print(f"{'row':<58}{'windows/s':>11}  ratio")
     result = {}
-    for name, secs in rows:
-        print(f"{name:<28}{secs:9.2f}{n / secs:10.0f}{secs / base:9.1f}x")
-        result[name] = {"seconds": secs, "messages_per_s": n / secs, "ratio_vs_parse": secs / base}
-    print("\nTensorFlow update step (linear head, width 256), microseconds per step:")
-    print(f"{'batch':>6}{'XLA off':>10}{'XLA on':>10}{'on/off':>8}")
-    for batch in (8, 32, 256):
-        off, on = learner_steps("off", batch), learner_steps("on", batch)
-        print(f"{batch:6d}{off * 1e6:10.0f}{on * 1e6:10.0f}{on / off:8.2f}")
-        result[f"step_batch{batch}"] = {"xla_off_us": off * 1e6, "xla_on_us": on * 1e6}
-    out = Path(__file__).parent / "results"
+    for name, rate, vs in rows:
+        ratio = f"{rate / rates[vs]:.2f}x {vs}" if rate and vs and rates.get(vs) else ""
+        shown = f"{rate:11.0f}" if rate else f"{'n/a':>11}"
+        print(f"{name:<58}{shown}  {ratio}")
+        result[name] = {"windows_per_s": rate, "vs": vs or None,
+                        "ratio": rate / rates[vs] if rate and vs and rates.get(vs) else None}
+    out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps({"messages": n, "rows": result}, indent=2))
+    (out / "throughput.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

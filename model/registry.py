@@ -247,17 +247,24 @@ class Registry:
                      window_end: int | None = None) -> None:
         """Latest drift p95 and sample count measured for predictions of `snapshot_id`, and a
         point of the tenant's drift trend (the last TREND_POINTS evaluations)."""
+        self.record_drift_many([(tenant, snapshot_id, p95, samples, window_end)])
+
+    def record_drift_many(self, points: list[tuple]) -> None:
+        """`record_drift` of many (tenant, snapshot_id, p95, samples, window_end) points, in
+        order, in one registry update."""
         def change(doc):
-            t = tenant_entry(doc, tenant)
-            a = t["artifacts"].get(snapshot_id) if snapshot_id else None
-            if a is not None:
-                a["metrics"]["drift_p95"] = p95
-                a["metrics"]["drift_samples"] = samples
-            if window_end is not None:
-                trend = t.setdefault("drift_trend", [])
-                trend.append([window_end, p95, samples, snapshot_id])
-                del trend[:-TREND_POINTS]
-        self.update(change)
+            for tenant, snapshot_id, p95, samples, window_end in points:
+                t = tenant_entry(doc, tenant)
+                a = t["artifacts"].get(snapshot_id) if snapshot_id else None
+                if a is not None:
+                    a["metrics"]["drift_p95"] = p95
+                    a["metrics"]["drift_samples"] = samples
+                if window_end is not None:
+                    trend = t.setdefault("drift_trend", [])
+                    trend.append([window_end, p95, samples, snapshot_id])
+                    del trend[:-TREND_POINTS]
+        if points:
+            self.update(change)
 
     def _event(self, action, from_stage, to_stage, artifact_id, actor, reason, **extra) -> dict:
         return {"timestamp": self.now_ms(), "action": action, "from_stage": from_stage,

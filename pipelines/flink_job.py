@@ -1,11 +1,12 @@
 """The UPM streaming job on Apache Flink (PyFlink DataStream API, thread execution mode).
 
-    Files ─► Parse ─► EventTimestamps ─► keyBy(tenant) ─► ReplayBuffer ─► keyBy ─► Trainer
-                │ dead letters                               │ duplicates, late, gaps   │ snapshots
-                ▼                                            ▼                          ▼
-            records/dead_letters                       records/...           SnapshotWriter ─► store
-                                                                                        │
-                         keyBy ─► DriftMonitor (event-time timers) ─► drift_scores, quarantines
+    Files ─► Parse ─► EventTimestamps ─► keyBy(tenant) ─► Tenant ─► SnapshotWriter ─► store
+                │ dead letters                                 │ (ReplayBuffer -> Trainer
+                ▼                                              │  -> DriftWindow, one keyed
+            records/dead_letters                               │  operator: state/tenant.py)
+                                                               ├─► duplicates, late, gaps, stats
+                                                               └─► drift_scores, quarantines
+                                                                      ─► Governor ─► rollbacks
 
 Each side output is written as JSON lines by a FileSink under `<output>/records/<type>/`
 (committed on checkpoints; the last checkpoint of a bounded run commits the rest).
@@ -113,49 +114,43 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                   .with_timestamp_assigner(fn.EventTime()))
     timed = parsed.assign_timestamps_and_watermarks(watermarks).name("EventTimestamps").uid(
         "event-timestamps")
-    released = (timed.key_by(fn.tenant_of, key_type=Types.STRING())
-                .process(fn.ReplayBufferFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
-                .name("ReplayBuffer").uid("replay-buffer"))
-    deltas = (released.key_by(fn.tenant_of, key_type=Types.STRING())
-              .process(fn.TrainerFunction(cfg, opts.shadow_deltas,
-                                           opts.store_root if opts.warm_start else None),
-                       output_type=Types.PICKLED_BYTE_ARRAY())
-              .name("Trainer").uid("trainer"))
+    tenants = (timed.key_by(fn.tenant_of, key_type=Types.STRING())
+               .process(fn.TenantFunction(cfg, opts.shadow_deltas,
+                                          opts.store_root if opts.warm_start else None),
+                        output_type=Types.PICKLED_BYTE_ARRAY())
+               .name("Tenant").uid("tenant"))
     if cfg.model.device == "gpu":
-        # Place the Trainer in slots that carry a GPU (the cluster's external resource "gpu").
+        # Place the per-tenant path (its Trainer) in slots that carry a GPU (the cluster's
+        # external resource "gpu").
         from pyflink.datastream.slot_sharing_group import SlotSharingGroup
-        deltas = deltas.slot_sharing_group(
+        tenants = tenants.slot_sharing_group(
             SlotSharingGroup.builder("trainer-gpu").set_cpu_cores(1.0)
             .set_task_heap_memory_mb(512).set_task_off_heap_memory_mb(1024)
             .set_external_resource("gpu", 1.0).build())
-    snapshot_records = (deltas.get_side_output(fn.SNAPSHOTS)
+    snapshot_records = (tenants
                         .process(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
                                  output_type=Types.STRING())
                         .name("SnapshotWriter").uid("snapshot-writer"))
-    drift = (deltas.key_by(fn.tenant_of, key_type=Types.STRING())
-             .process(fn.DriftMonitorFunction(cfg), output_type=Types.PICKLED_BYTE_ARRAY())
-             .name("DriftMonitor").uid("drift-monitor"))
-
-    governed = (drift.get_side_output(fn.DRIFT_SCORES).union(drift.get_side_output(fn.QUARANTINES))
-                .flat_map(fn.Governor(opts.store_root, opts.policy_path),
+    drift_records = tenants.get_side_output(fn.DRIFT_SCORES).union(
+        tenants.get_side_output(fn.QUARANTINES))
+    governed = (drift_records.flat_map(fn.Governor(opts.store_root, opts.policy_path),
                           output_type=Types.STRING())
                 .name("Governor").uid("governor").set_parallelism(1))
     sinks = {
         "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS),
-                         released.get_side_output(fn.DEAD_LETTERS)],
-        "duplicates": [released.get_side_output(fn.DUPLICATES)],
-        "late": [released.get_side_output(fn.LATE)],
-        "gaps": [released.get_side_output(fn.GAPS)],
+                         tenants.get_side_output(fn.DEAD_LETTERS)],
+        "duplicates": [tenants.get_side_output(fn.DUPLICATES)],
+        "late": [tenants.get_side_output(fn.LATE)],
+        "gaps": [tenants.get_side_output(fn.GAPS)],
         "snapshots": [snapshot_records],
         "refusals": [snapshot_records.get_side_output(fn.REFUSALS)],
-        "drift_scores": [drift.get_side_output(fn.DRIFT_SCORES)],
-        "quarantines": [drift.get_side_output(fn.QUARANTINES)],
+        "drift_scores": [tenants.get_side_output(fn.DRIFT_SCORES)],
+        "quarantines": [tenants.get_side_output(fn.QUARANTINES)],
         "rollbacks": [governed],
-        "stats": [released.get_side_output(fn.STATS), deltas.get_side_output(fn.STATS),
-                  drift.get_side_output(fn.STATS)],
+        "stats": [tenants.get_side_output(fn.STATS)],
     }
     if opts.shadow_deltas:
-        sinks["shadow_deltas"] = [deltas.get_side_output(fn.SHADOW_DELTAS)]
+        sinks["shadow_deltas"] = [tenants.get_side_output(fn.SHADOW_DELTAS)]
     for kind, streams in sinks.items():
         stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
         stream.sink_to(_file_sink(opts, kind)).name(f"{kind}-sink").uid(f"{kind}-sink")

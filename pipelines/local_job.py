@@ -2,9 +2,9 @@
 and the "trainer core alone" of the benchmark.
 
 It feeds messages, in order, through the same core objects the engine adapters use (parse ->
-ReplayBuffer -> TrainerState -> DriftWindow), with an end-of-input flush. Drift boundaries are
-evaluated once every message is in, in boundary order, as an engine's timers fire at the end of
-a bounded input.
+TenantPipeline: ReplayBuffer -> TrainerState -> DriftWindow), with an end-of-input flush. Drift
+boundaries are evaluated once every message is in, in boundary order, as an engine's timers
+fire at the end of a bounded input.
 """
 
 from __future__ import annotations
@@ -14,23 +14,30 @@ from dataclasses import dataclass, field
 
 from model.snapshot import Snapshot
 from state.config import UpmConfig
-from state.drift import DriftWindow
 from state.parse import dead_letter, parse_message
 from state.records import Feedback, QuarantineRecord, ShadowDelta
-from state.replay import ReplayBuffer
-from state.trainer import TrainerState
+from state.tenant import TenantPipeline
 
 
 @dataclass
 class TenantRun:
-    replay: ReplayBuffer
-    trainer: TrainerState
-    drift: DriftWindow
-    boundaries: set[int] = field(default_factory=set)
+    pipeline: TenantPipeline
     snapshots: list[Snapshot] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     late_windows: list = field(default_factory=list)  # the LateWindow records
     dead_letters: int = 0
+
+    @property
+    def replay(self):
+        return self.pipeline.replay
+
+    @property
+    def trainer(self):
+        return self.pipeline.trainer
+
+    @property
+    def drift(self):
+        return self.pipeline.drift
 
 
 @dataclass
@@ -56,18 +63,15 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
     def tenant(tid: str) -> TenantRun:
         t = run.tenants.get(tid)
         if t is None:
-            cfg = config.for_tenant(tid)
-            t = run.tenants[tid] = TenantRun(ReplayBuffer(tid, cfg.replay),
-                                             TrainerState(tid, cfg.model, cfg.trainer),
-                                             DriftWindow(tid, cfg.drift))
+            t = run.tenants[tid] = TenantRun(TenantPipeline.new(tid, config))
         return t
 
-    def train(t: TenantRun, out) -> None:
+    def take(t: TenantRun, out) -> None:
         t.snapshots += out.snapshots
-        for d in out.deltas:
-            b = t.drift.add(d)
-            if b is not None:
-                t.boundaries.add(b)
+        t.quarantines += out.drift.quarantines
+        t.late_windows += out.replay.late
+        t.dead_letters += len(out.replay.refused)
+        run.dead_letters += [reason for _, reason in out.replay.refused]
         if run.keep_deltas:
             run.deltas += out.deltas
 
@@ -81,19 +85,8 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
             continue
         rec = parsed.record
         t = tenant(rec.tenant_id)
-        if isinstance(rec, Feedback):
-            train(t, t.trainer.on_feedback(rec))
-            continue
-        out = t.replay.add(rec)
-        t.late_windows += out.late
-        t.dead_letters += len(out.refused)
-        run.dead_letters += [reason for _, reason in out.refused]
-        for w in out.released:
-            train(t, t.trainer.on_window(w))
+        take(t, t.pipeline.on_feedback(rec) if isinstance(rec, Feedback)
+             else t.pipeline.on_window(rec))
     for t in run.tenants.values():
-        for w in t.replay.flush().released:
-            train(t, t.trainer.on_window(w))
-        train(t, t.trainer.flush())
-        for b in sorted(t.boundaries):
-            t.quarantines += t.drift.evaluate(b).quarantines
+        take(t, t.pipeline.end())
     return run

@@ -14,11 +14,13 @@ p95 hovering at the threshold does not flap).
 from __future__ import annotations
 
 import json
+import pickle
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from state.parts import Changes
 from state.records import DriftRecovered, DriftScore, QuarantineRecord, ShadowDelta
 from state.sketch import QuantileSketch
 
@@ -91,6 +93,8 @@ class DriftWindow:
         self.counters = {"samples": 0, "warmup": 0, "too_old": 0, "evaluations": 0, "quarantines": 0,
                          "recoveries": 0}
         self.last_p95 = float("nan")
+        self.changes = Changes()
+        self.changes.mark("m", new=True)
 
     @property
     def _width(self) -> int:
@@ -99,6 +103,7 @@ class DriftWindow:
     def add(self, delta: ShadowDelta) -> int | None:
         """Add one comparison. Returns the boundary whose evaluation it belongs to (for the
         engine to set a timer at `boundary + evaluation_delay_ms`), or None if it is too old."""
+        self.changes.mark("m")
         self.trainer_id = delta.trainer_id or self.trainer_id
         # The newest snapshot seen, by version, so the result does not depend on arrival order.
         if delta.snapshot_id and delta.model_version >= self.snapshot_version:
@@ -111,8 +116,13 @@ class DriftWindow:
         if boundary <= self.evaluated_until - self.config.window_duration_ms:
             self.counters["too_old"] += 1
             return None
-        self.sub.setdefault(idx, QuantileSketch(self.config.relative_accuracy)).add(
-            delta.drift_score)
+        sketch = self.sub.get(idx)
+        if sketch is None:
+            sketch = self.sub[idx] = QuantileSketch(self.config.relative_accuracy)
+            self.changes.mark(f"k/{idx}", new=True)
+        else:
+            self.changes.mark(f"k/{idx}")
+        sketch.add(delta.drift_score)
         self.counters["samples"] += 1
         return boundary
 
@@ -133,12 +143,14 @@ class DriftWindow:
         out = DriftOutput()
         if boundary <= self.evaluated_until:
             return out
+        self.changes.mark("m")
         self.evaluated_until = boundary
         start = boundary - self.config.window_duration_ms
         lo, hi = start // self._width, boundary // self._width
         merged = QuantileSketch(self.config.relative_accuracy)
         for idx in [i for i in self.sub if i < lo]:
             del self.sub[idx]
+            self.changes.drop(f"k/{idx}")
         for idx, sk in self.sub.items():
             if lo <= idx < hi:
                 merged.merge(sk)
@@ -173,20 +185,47 @@ class DriftWindow:
 
     # -- engine state ----------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        doc = {
+    # Parts (state/parts.py): "m" the scalars, "k/<index>" one sub-window's sketch.
+
+    def _meta(self) -> dict:
+        return {
             "tenant_id": self.tenant_id, "evaluated_until": self.evaluated_until,
             "in_episode": self.in_episode, "episode_id": self.episode_id,
             "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
             "snapshot_version": self.snapshot_version,
             "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
-            "sub": {str(k): sk.to_bytes().hex() for k, sk in self.sub.items()},
         }
+
+    def encode_part(self, key: str) -> bytes:
+        if key == "m":
+            return pickle.dumps(self._meta(), 5)
+        return self.sub[int(key[2:])].to_bytes()
+
+    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part)
+
+    def parts(self) -> dict[str, bytes]:
+        return {k: self.encode_part(k) for k in ["m"] + [f"k/{i}" for i in self.sub]}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes], config: DriftConfig = DriftConfig()
+                   ) -> "DriftWindow":
+        doc = pickle.loads(parts["m"])
+        doc["sub"] = {k[2:]: v for k, v in parts.items() if k[:2] == "k/"}
+        return cls._from_doc(doc, config)
+
+    def to_bytes(self) -> bytes:
+        doc = dict(self._meta(), sub={str(k): sk.to_bytes().hex() for k, sk in self.sub.items()})
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, blob: bytes, config: DriftConfig = DriftConfig()) -> "DriftWindow":
         doc = json.loads(blob)
+        doc["sub"] = {k: bytes.fromhex(v) for k, v in doc["sub"].items()}
+        return cls._from_doc(doc, config)
+
+    @classmethod
+    def _from_doc(cls, doc: dict, config: DriftConfig) -> "DriftWindow":
         dw = cls(doc["tenant_id"], config)
         dw.evaluated_until = doc["evaluated_until"]
         dw.in_episode = doc["in_episode"]
@@ -196,5 +235,6 @@ class DriftWindow:
         dw.snapshot_version = doc.get("snapshot_version", 0)
         dw.counters.update(doc["counters"])
         dw.last_p95 = float("nan") if doc["last_p95"] is None else doc["last_p95"]
-        dw.sub = {int(k): QuantileSketch.from_bytes(bytes.fromhex(v)) for k, v in doc["sub"].items()}
+        dw.sub = {int(k): QuantileSketch.from_bytes(v) for k, v in doc["sub"].items()}
+        dw.changes = Changes()
         return dw

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -78,6 +79,15 @@ class FeatureWindow(Record):
 
     def with_label(self, label: float) -> "FeatureWindow":
         return dataclasses.replace(self, label=label)
+
+    def to_state(self) -> bytes:
+        """Compact bytes for engine state (state/parts.py; not a wire format)."""
+        return pickle.dumps((self.window_id, self.tenant_id, self.window_start, self.window_end,
+                             self.features, self.label), 5)
+
+    @classmethod
+    def from_state(cls, blob: bytes) -> "FeatureWindow":
+        return cls(*pickle.loads(blob))
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import heapq
 import json
+import pickle
 from dataclasses import dataclass, field
 
+from state.parts import Changes
 from state.records import Duplicate, FeatureWindow, Gap, LateWindow
 
 NO_TIME = -(1 << 62)
@@ -90,12 +92,16 @@ class ReplayBuffer:
         self._held: list[tuple[tuple[int, int, str], FeatureWindow]] = []
         self._seen: dict[str, int] = {}  # window_id -> event time
         self._seen_heap: list[tuple[int, str]] = []
+        self._held_ids: dict[str, FeatureWindow] = {}
         self.counters = {k: 0 for k in COUNTERS}
+        self.changes = Changes()
+        self.changes.mark("m", new=True)
 
     # -- events ----------------------------------------------------------------------------
 
     def add(self, w: FeatureWindow) -> ReplayOutput:
         out = ReplayOutput()
+        self.changes.mark("m")
         t = w.event_time
         ahead = t - self.frontier
         if self.frontier != NO_TIME and ahead > self.config.max_future_ms:
@@ -121,6 +127,8 @@ class ReplayBuffer:
             out.released.append(w)
         else:
             heapq.heappush(self._held, (_order_key(w), w))
+            self._held_ids[w.window_id] = w
+            self.changes.mark("h/" + w.window_id, new=True)
         if t > self.frontier:
             self.frontier = t
             self._forget_before(t - self.config.late_window_tolerance_ms)
@@ -162,6 +170,7 @@ class ReplayBuffer:
     def _remember(self, window_id: str, t: int) -> None:
         self._seen[window_id] = t
         heapq.heappush(self._seen_heap, (t, window_id))
+        self.changes.mark("s/" + window_id, new=True)
 
     def _forget_before(self, horizon: int) -> None:
         heap = self._seen_heap
@@ -169,6 +178,7 @@ class ReplayBuffer:
             t, wid = heapq.heappop(heap)
             if self._seen.get(wid) == t:
                 del self._seen[wid]
+                self.changes.drop("s/" + wid)
 
     def _release_until(self, limit: int) -> ReplayOutput:
         out = ReplayOutput()
@@ -179,6 +189,9 @@ class ReplayBuffer:
     def _release_one(self) -> ReplayOutput:
         out = ReplayOutput()
         key, w = heapq.heappop(self._held)
+        del self._held_ids[w.window_id]
+        self.changes.drop("h/" + w.window_id)
+        self.changes.mark("m")
         if self.last_end != NO_TIME and w.window_start > self.last_end + self.config.gap_tolerance_ms:
             self.counters["gaps"] += 1
             out.gaps.append(Gap(self.tenant_id, self.last_end, w.window_start,
@@ -191,31 +204,60 @@ class ReplayBuffer:
         return out
 
     # -- engine state ----------------------------------------------------------------------
+    # Parts (state/parts.py): "m" the scalars, "h/<window_id>" a held window, "s/<window_id>"
+    # a remembered id's event time.
+
+    def _meta(self) -> dict:
+        return {"tenant_id": self.tenant_id, "frontier": self.frontier,
+                "released_until": list(self.released_until) if self.released_until else None,
+                "last_end": self.last_end, "last_id": self.last_id, "counters": self.counters}
+
+    def encode_part(self, key: str) -> bytes:
+        if key == "m":
+            return pickle.dumps(self._meta(), 5)
+        if key.startswith("h/"):
+            return self._held_ids[key[2:]].to_state()
+        return b"%d" % self._seen[key[2:]]
+
+    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part)
+
+    def parts(self) -> dict[str, bytes]:
+        """Every part (what an engine holds after all changes were drained)."""
+        keys = ["m"] + ["h/" + i for i in self._held_ids] + ["s/" + i for i in self._seen]
+        return {k: self.encode_part(k) for k in keys}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes], config: ReplayConfig = ReplayConfig()
+                   ) -> "ReplayBuffer":
+        doc = pickle.loads(parts["m"])
+        doc["held"] = [FeatureWindow.from_state(v) for k, v in parts.items() if k[:2] == "h/"]
+        doc["seen"] = [(k[2:], int(v)) for k, v in parts.items() if k[:2] == "s/"]
+        return cls._from_doc(doc, config)
 
     def to_bytes(self) -> bytes:
-        doc = {
-            "tenant_id": self.tenant_id,
-            "frontier": self.frontier,
-            "released_until": list(self.released_until) if self.released_until else None,
-            "last_end": self.last_end,
-            "last_id": self.last_id,
-            "held": [w.to_dict() for _, w in self._held],
-            "seen": [[wid, t] for wid, t in self._seen.items()],
-            "counters": self.counters,
-        }
+        doc = dict(self._meta(), held=[w.to_dict() for _, w in self._held],
+                   seen=[[wid, t] for wid, t in self._seen.items()])
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, blob: bytes, config: ReplayConfig = ReplayConfig()) -> "ReplayBuffer":
         doc = json.loads(blob)
+        doc["held"] = [FeatureWindow.from_dict(d) for d in doc["held"]]
+        return cls._from_doc(doc, config)
+
+    @classmethod
+    def _from_doc(cls, doc: dict, config: ReplayConfig) -> "ReplayBuffer":
         rb = cls(doc["tenant_id"], config)
         rb.frontier = doc["frontier"]
         rb.released_until = tuple(doc["released_until"]) if doc["released_until"] else None
         rb.last_end = doc["last_end"]
         rb.last_id = doc["last_id"]
-        rb._held = [(_order_key(w), w) for w in map(FeatureWindow.from_dict, doc["held"])]
+        rb._held = [(_order_key(w), w) for w in doc["held"]]
         heapq.heapify(rb._held)
+        rb._held_ids = {w.window_id: w for w in doc["held"]}
         for wid, t in doc["seen"]:
             rb._remember(wid, t)
         rb.counters.update(doc["counters"])
+        rb.changes = Changes()  # what was read is what the engine holds
         return rb

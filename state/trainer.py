@@ -23,6 +23,7 @@ waiting room overflowed), or the current `batch` (until the next step or `flush`
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
@@ -32,6 +33,7 @@ from model.hashing import FeatureHasher
 from model.network import ModelConfig, init_params, init_slots, learner_for
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
 from state.drift import drift_scores
+from state.parts import Changes
 from state.records import FeatureWindow, Feedback, ShadowDelta
 
 MODES = ("shadow", "canary", "active", "backfill")
@@ -108,35 +110,59 @@ class TrainerState:
         self.awaiting: OrderedDict[str, FeatureWindow] = OrderedDict()
         self.early_labels: OrderedDict[str, float] = OrderedDict()
         self.counters = {k: 0 for k in COUNTERS}
+        # Engine-state bookkeeping (parts, below): sequence numbers that keep the order of the
+        # queued windows (ready batches, then the batch) and of the waiting rooms.
+        self.queue_start = 0  # sequence number of the oldest queued window
+        self.arrivals = 0
+        self._seq: dict[str, int] = {}  # "a/<id>" or "e/<id>" -> arrival number
+        self.changes = Changes()
+        self.changes.mark("m", new=True)
+        self.changes.mark("w", new=True)
+        self._static_meta: dict | None = None
 
     # -- events ----------------------------------------------------------------------------
 
     def on_window(self, w: FeatureWindow) -> TrainerOutput:
         self.counters["windows"] += 1
+        self.changes.mark("m")
         if w.label is None:
             label = self.early_labels.pop(w.window_id, None)
             if label is None:
                 self.awaiting[w.window_id] = w
+                self._arrived("a/" + w.window_id)
                 while len(self.awaiting) > self.config.max_pending_labels:
-                    self.awaiting.popitem(last=False)
+                    self._left("a/" + self.awaiting.popitem(last=False)[0])
                     self.counters["label_expired"] += 1
                 return TrainerOutput()
+            self._left("e/" + w.window_id)
             w = w.with_label(label)
         return self._enqueue(w)
 
     def on_feedback(self, fb: Feedback) -> TrainerOutput:
         self.counters["feedback"] += 1
+        self.changes.mark("m")
         w = self.awaiting.pop(fb.window_id, None)
         if w is not None:
+            self._left("a/" + fb.window_id)
             return self._enqueue(w.with_label(fb.label))
         if fb.window_id in self.early_labels:
             self.counters["feedback_duplicate"] += 1
             return TrainerOutput()
         self.counters["feedback_unmatched"] += 1
         self.early_labels[fb.window_id] = fb.label
+        self._arrived("e/" + fb.window_id)
         while len(self.early_labels) > self.config.max_pending_labels:
-            self.early_labels.popitem(last=False)
+            self._left("e/" + self.early_labels.popitem(last=False)[0])
         return TrainerOutput()
+
+    def _arrived(self, key: str) -> None:
+        self._seq[key] = self.arrivals
+        self.arrivals += 1
+        self.changes.mark(key, new=True)
+
+    def _left(self, key: str) -> None:
+        del self._seq[key]
+        self.changes.drop(key)
 
     def drain(self) -> TrainerOutput:
         """Train the ready batches now (the engine's timers; before drift is judged)."""
@@ -190,6 +216,8 @@ class TrainerState:
                 out.snapshots.append(self._cut_snapshot())
         if seg < i:
             out.segments.append((seg, i, self.last_snapshot_id))
+        self.changes.mark("m")
+        self.changes.mark("w")
         out.consumed = i
         out.predictions = out.predictions[:i]
         return out
@@ -202,11 +230,13 @@ class TrainerState:
         """Stop training (batches are still scored). Ready batches are trained first."""
         out = self.drain()
         self.paused = True
+        self.changes.mark("m")
         return out
 
     def resume(self) -> TrainerOutput:
         out = self.drain()
         self.paused = False
+        self.changes.mark("m")
         return out
 
     # -- queries ---------------------------------------------------------------------------
@@ -227,6 +257,7 @@ class TrainerState:
     # -- internals -------------------------------------------------------------------------
 
     def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
+        self.changes.mark(f"q/{self.queue_start + self._ready_rows() + len(self.batch)}", new=True)
         self.batch.append(w)
         to_boundary = self.config.snapshot_interval - self.since_snapshot - self._ready_rows()
         if len(self.batch) >= min(self.config.batch_size, to_boundary):
@@ -245,6 +276,12 @@ class TrainerState:
         trains as soon as the ready rows reach it)."""
         batches, self.ready = self.ready, []
         windows = [w for b in batches for w in b]
+        for seq in range(self.queue_start, self.queue_start + len(windows)):
+            self.changes.drop(f"q/{seq}")
+        self.queue_start += len(windows)
+        self.changes.mark("m")
+        if not self.paused:
+            self.changes.mark("w")
         x = _hasher(self.model.input_width).transform([w.features for w in windows])
         y = np.array([w.label for w in windows], dtype=np.float32)
         learner = learner_for(self.model)
@@ -303,6 +340,7 @@ class TrainerState:
         return {**self.params, **{"slot_" + k: v for k, v in self.slots.items()}}
 
     def _cut_snapshot(self) -> Snapshot:
+        self.changes.mark("m")
         self.version += 1
         sid = snapshot_id_for(self.tenant_id, self.version)
         manifest = {
@@ -321,44 +359,115 @@ class TrainerState:
 
     # -- engine state ----------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        meta = {
+    # Parts (state/parts.py): "m" the scalars, "w" the weights and optimizer slots,
+    # "q/<seq>" a queued window, "a/<window_id>" a window awaiting its label, "e/<window_id>"
+    # a label awaiting its window.
+
+    def _meta(self) -> dict:
+        return {
             "tenant_id": self.tenant_id, "trainer_id": self.trainer_id, "model": asdict(self.model),
-            "config": asdict(self.config), "step": self.step, "version": self.version,
+            "config": asdict(self.config), **self._dynamic_meta()}
+
+    def _dynamic_meta(self) -> dict:
+        return {
+            "step": self.step, "version": self.version,
             "last_snapshot_id": self.last_snapshot_id, "since_snapshot": self.since_snapshot,
             "range_start": self.range_start, "range_end": self.range_end,
             "last_loss": None if np.isnan(self.last_loss) else self.last_loss,
             "paused": self.paused, "counters": self.counters,
-            "batch": [w.to_dict() for w in self.batch],
-            "ready": [[w.to_dict() for w in b] for b in self.ready],
-            "awaiting": [w.to_dict() for w in self.awaiting.values()],
-            "early_labels": list(self.early_labels.items()),
+            "ready_sizes": [len(b) for b in self.ready], "queue_start": self.queue_start,
+            "arrivals": self.arrivals,
         }
+
+    def _queued(self) -> list[FeatureWindow]:
+        return [w for b in self.ready for w in b] + self.batch
+
+    def encode_part(self, key: str) -> bytes:
+        if key == "m":
+            if self._static_meta is None:
+                self._static_meta = {"tenant_id": self.tenant_id, "trainer_id": self.trainer_id,
+                                     "model": asdict(self.model), "config": asdict(self.config)}
+            return pickle.dumps({**self._static_meta, **self._dynamic_meta()}, 5)
+        if key == "w":
+            return encode(Snapshot(manifest={}, arrays=self._arrays()), "none").data
+        kind, ident = key[0], key[2:]
+        if kind == "q":
+            return self._queued()[int(ident) - self.queue_start].to_state()
+        if kind == "a":
+            return pickle.dumps((self._seq[key], self.awaiting[ident].to_state()), 5)
+        return pickle.dumps((self._seq[key], self.early_labels[ident]), 5)
+
+    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part)
+
+    def parts(self) -> dict[str, bytes]:
+        keys = (["m", "w"] + [f"q/{self.queue_start + i}" for i in range(len(self._queued()))]
+                + list(self._seq))
+        return {k: self.encode_part(k) for k in keys}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes]) -> "TrainerState":
+        meta = pickle.loads(parts["m"])
+        queued = sorted((int(k[2:]), v) for k, v in parts.items() if k[:2] == "q/")
+        meta["queued"] = [FeatureWindow.from_state(v) for _, v in queued]
+        awaiting, early = [], []
+        for k, v in parts.items():
+            if k[:2] == "a/":
+                seq, blob = pickle.loads(v)
+                awaiting.append((seq, FeatureWindow.from_state(blob)))
+            elif k[:2] == "e/":
+                seq, label = pickle.loads(v)
+                early.append((seq, k[2:], label))
+        meta["awaiting"] = [(seq, w.window_id, w) for seq, w in sorted(awaiting)]
+        meta["early_labels"] = sorted(early)
+        return cls._from_meta(meta, decode(parts["w"], None).arrays)
+
+    def to_bytes(self) -> bytes:
+        meta = dict(self._meta(), queued=[w.to_dict() for w in self._queued()],
+                    awaiting=[[self._seq["a/" + i], w.to_dict()] for i, w in self.awaiting.items()],
+                    early_labels=[[self._seq["e/" + i], i, v] for i, v in self.early_labels.items()])
         return encode(Snapshot(manifest={"trainer_state": meta}, arrays=self._arrays()), "none").data
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "TrainerState":
         snap = decode(blob, None)
-        meta, arrays = snap.manifest["trainer_state"], snap.arrays
+        meta = dict(snap.manifest["trainer_state"])
+        meta["queued"] = [FeatureWindow.from_dict(d) for d in meta["queued"]]
+        meta["awaiting"] = [(seq, d["window_id"], FeatureWindow.from_dict(d))
+                            for seq, d in meta["awaiting"]]
+        return cls._from_meta(meta, snap.arrays)
+
+    @classmethod
+    def _from_meta(cls, meta: dict, arrays: dict) -> "TrainerState":
         ts = cls(meta["tenant_id"], ModelConfig(**meta["model"]), TrainerConfig(**meta["config"]),
                  meta["trainer_id"])
         ts.params = {k: arrays[k] for k in ts.model.param_names}
         ts.slots = {k[len("slot_"):]: arrays[k] for k in arrays if k.startswith("slot_")}
         for k in ("step", "version", "last_snapshot_id", "since_snapshot", "range_start",
-                  "range_end", "paused"):
+                  "range_end", "paused", "queue_start", "arrivals"):
             setattr(ts, k, meta[k])
         ts.last_loss = float("nan") if meta["last_loss"] is None else meta["last_loss"]
         ts.counters.update(meta["counters"])
-        ts.batch = [FeatureWindow.from_dict(d) for d in meta["batch"]]
-        ts.ready = [[FeatureWindow.from_dict(d) for d in b] for b in meta.get("ready", [])]
-        ts.awaiting = OrderedDict((d["window_id"], FeatureWindow.from_dict(d)) for d in meta["awaiting"])
-        ts.early_labels = OrderedDict((k, v) for k, v in meta["early_labels"])
+        ts.changes = Changes()  # what was read is what the engine holds
+        queued = meta["queued"]
+        for size in meta["ready_sizes"]:
+            ts.ready.append(queued[:size])
+            queued = queued[size:]
+        ts.batch = queued
+        for seq, wid, w in meta["awaiting"]:
+            ts.awaiting[wid] = w
+            ts._seq["a/" + wid] = seq
+        for seq, wid, label in meta["early_labels"]:
+            ts.early_labels[wid] = label
+            ts._seq["e/" + wid] = seq
         return ts
 
     def load_snapshot(self, snap: Snapshot) -> None:
         """Warm start from a snapshot: weights, optimizer slots and the version sequence."""
         self.params = {k: snap.arrays[k] for k in self.model.param_names}
         self.slots = {k[len("slot_"):]: v for k, v in snap.arrays.items() if k.startswith("slot_")}
+        self.changes.mark("w")
+        self.changes.mark("m")
         self.version = int(snap.manifest["version"])
         self.last_snapshot_id = snap.manifest["snapshot_id"]
         self.step = int(snap.manifest.get("steps", 0))

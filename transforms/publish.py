@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 from model.governance import Governance, JsonLinesSink, events_path
 from model.policy import Policy
@@ -102,18 +103,38 @@ def warm_start(store_location: str, trainer, first_event_time: int) -> str | Non
 
 
 class DriftGovernor:
-    def __init__(self, store_location: str, policy_path: str | None):
+    """Drift records into the registry. Measured drift is written at most once per
+    `flush_interval_s` of wall time (one registry update for all the scores since), and always
+    before a quarantine is applied and on `close()`: a registry write rewrites the whole
+    document, and a job evaluates drift for every tenant every minute of event time."""
+
+    def __init__(self, store_location: str, policy_path: str | None,
+                 flush_interval_s: float = 1.0, clock=time.monotonic):
         registry = open_registry(store_location)
         self.gov = Governance(registry, open_store(store_location), Policy.load(policy_path),
                               Verifier.from_env(), JsonLinesSink(events_path(store_location)))
+        self.flush_interval_s = flush_interval_s
+        self.clock = clock
+        self.pending: list[tuple] = []
+        self.last_flush = clock()
 
     def apply(self, record_json: str) -> list[dict]:
         """Returns the rollback events a quarantine caused."""
         rec = json.loads(record_json)
         if rec["event"] == "upm.drift.score":
-            self.gov.registry.record_drift(rec["tenant_id"], rec.get("snapshot_id"),
-                                           rec["drift_p95"], rec["sample_count"],
-                                           rfc3339_to_ms(rec["window_end"]))
+            self.pending.append((rec["tenant_id"], rec.get("snapshot_id"), rec["drift_p95"],
+                                 rec["sample_count"], rfc3339_to_ms(rec["window_end"])))
+            if self.clock() - self.last_flush >= self.flush_interval_s:
+                self.flush()
         elif rec["event"] == "ai.upm.drift.quarantine":
+            self.flush()
             return self.gov.on_quarantine(rec)
         return []
+
+    def flush(self) -> None:
+        points, self.pending = self.pending, []
+        self.gov.registry.record_drift_many(points)
+        self.last_flush = self.clock()
+
+    def close(self) -> None:
+        self.flush()

@@ -15,7 +15,7 @@ from tests.flink.test_kafka import broker  # noqa: F401  (the Kafka broker fixtu
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate
 
-OPERATORS = ("Parse", "ReplayBuffer", "Trainer", "SnapshotWriter", "DriftMonitor", "Governor")
+OPERATORS = ("Parse", "Tenant", "SnapshotWriter", "Governor")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_submit_watch_metrics_cancel(cluster):
     assert counters["duplicates"] == expected.totals()["duplicates"]
 
     # per-tenant values, as the web UI shows them, once each tenant's Trainer has taken a step
-    trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if v["name"].startswith("Trainer")][0]
+    trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if "Tenant" in v["name"]][0]
 
     def tenant_metric_ids():
         ids = [m["id"] for m in get(spec, f"/jobs/{job_id}/vertices/{trainer['id']}/subtasks/metrics")]

@@ -1,4 +1,4 @@
-"""With model.device = "gpu", the Trainer is placed in a slot sharing group that asks the
+"""With model.device = "gpu", the Tenant operator (the per-tenant path, its Trainer) is placed in a slot sharing group that asks the
 cluster for one unit of Flink's "gpu" external resource. (Running it needs a GPU; this checks
 the job graph, which is what a GPU cluster schedules from.)"""
 
@@ -20,12 +20,12 @@ def trainer_groups(device, tmp_path):
 
 def test_trainer_asks_for_a_gpu_slot(tmp_path):
     groups, graph = trainer_groups("gpu", tmp_path)
-    assert groups["Trainer"] == "trainer-gpu"
-    assert groups["ReplayBuffer"] != "trainer-gpu"
+    assert groups["Tenant"] == "trainer-gpu"
+    assert groups["Parse"] != "trainer-gpu"
     profile = graph.getSlotSharingGroupResource("trainer-gpu").get()
     assert "gpu" in str(profile.getExtendedResources())
 
 
 def test_cpu_jobs_share_the_default_group(tmp_path):
     groups, _ = trainer_groups("auto", tmp_path)
-    assert groups["Trainer"] == groups["ReplayBuffer"]
+    assert groups["Tenant"] == groups["Parse"]

@@ -245,3 +245,6 @@ class Govern(beam.DoFn):
     def process(self, record_json):
         for ev in self.governor.apply(record_json):
             yield json.dumps(ev)
+
+    def finish_bundle(self):
+        self.governor.flush()

@@ -2,8 +2,8 @@
 object's bytes, Flink event-time timers call the core's time methods, and the core's outputs
 become the main output or side outputs (JSON lines). All logic lives in `state/`.
 
-Elements between operators are `(kind, record)` tuples (kind is "window" or "feedback") or
-core records, pickled by PyFlink.
+Elements from Parse to the TenantFunction are `(kind, record)` tuples (kind is "window" or
+"feedback"), from the TenantFunction to the SnapshotWriter core Snapshots, pickled by PyFlink.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
 from state.config import UpmConfig
-from state.drift import DriftWindow
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
+from state.tenant import TenantPipeline
+from transforms.flink.metrics import TenantValues
 from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, replay_stats,
                                 trainer_stats, warm_start)
-from state.replay import ReplayBuffer
-from state.trainer import TrainerState
-from transforms.flink.metrics import TenantValues
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
 
@@ -36,7 +34,6 @@ DUPLICATES = OutputTag("duplicates", Types.STRING())
 LATE = OutputTag("late", Types.STRING())
 GAPS = OutputTag("gaps", Types.STRING())
 SHADOW_DELTAS = OutputTag("shadow_deltas", Types.STRING())
-SNAPSHOTS = OutputTag("snapshots", Types.PICKLED_BYTE_ARRAY())
 DRIFT_SCORES = OutputTag("drift_scores", Types.STRING())
 QUARANTINES = OutputTag("quarantines", Types.STRING())
 STATS = OutputTag("stats", Types.STRING())
@@ -83,154 +80,140 @@ def tenant_of(value) -> str:
     return value[1].tenant_id if isinstance(value, tuple) else value.tenant_id
 
 
-class _Keyed(KeyedProcessFunction):
-    """Shared plumbing: one bytes ValueState per key holding a core object.
+class TenantFunction(KeyedProcessFunction):
+    """A tenant's whole path (state/tenant.py: ReplayBuffer -> Trainer -> DriftWindow) in one
+    keyed operator. Main output: Snapshots (for the SnapshotWriter); records on side outputs.
 
-    The live objects are also kept in `self.live`, so an element costs one serialization (the
-    state update) instead of two. The cache cannot go stale: only this subtask writes its keys'
-    state, and after any restore Flink opens a fresh function instance with an empty cache."""
-
-    state_name = ""
-
-    def __init__(self, config: UpmConfig):
-        self.config = config
-
-    def open(self, runtime_context: RuntimeContext):
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY()))
-        self.metrics = runtime_context.get_metrics_group().add_group("upm")
-        self.live: dict = {}
-        self.tenant_values = TenantValues(self.metrics)
-
-    def _tenant_gauge(self, tenant: str, name: str, value: float) -> None:
-        """Push `upm.tenant.<tenant>.<name>` (never a Python gauge: see transforms/flink/metrics)."""
-        self.tenant_values.set(tenant, name, value)
-
-    def _load(self, tenant: str):
-        obj = self.live.get(tenant)
-        if obj is None:
-            blob = self.state.value()
-            cfg = self.config.for_tenant(tenant)
-            obj = self.from_bytes(blob, cfg) if blob else self.new(tenant, cfg)
-            self.live[tenant] = obj
-        return obj
-
-    def _save(self, obj) -> None:
-        self.state.update(obj.to_bytes())
-
-
-class ReplayBufferFunction(_Keyed):
-    state_name = "replay_buffer"
-
-    def new(self, tenant, cfg):
-        return ReplayBuffer(tenant, cfg.replay)
-
-    def from_bytes(self, blob, cfg):
-        return ReplayBuffer.from_bytes(blob, cfg.replay)
-
-    def open(self, runtime_context):
-        super().open(runtime_context)
-        self.c = {k: self.metrics.counter(k) for k in
-                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
-                   "dead_letters")}
-
-    def process_element(self, value, ctx):
-        kind, rec = value
-        if kind == "feedback":
-            self.c["feedback_in"].inc()
-            yield value
-            return
-        rb = self._load(rec.tenant_id)
-        if rb.counters["received"] == 0:
-            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-        self.c["windows_in"].inc()
-        out = rb.add(rec)
-        nxt = rb.next_release_time()
-        if nxt is not None:
-            ctx.timer_service().register_event_time_timer(nxt)
-        self._save(rb)
-        yield from self._emit(out)
-
-    def on_timer(self, timestamp, ctx):
-        rb = self._load(ctx.get_current_key())
-        out = rb.flush() if timestamp == END_OF_INPUT else rb.advance(timestamp)
-        self._save(rb)
-        yield from self._emit(out)
-        if timestamp == END_OF_INPUT:
-            yield STATS, replay_stats(rb)
-
-    def _emit(self, out):
-        for w, reason in out.refused:
-            self.c["dead_letters"].inc()
-            yield DEAD_LETTERS, dead_letter(w.to_json(), reason, "replay", _now_ms()).to_json()
-        for d in out.duplicates:
-            self.c["duplicates"].inc()
-            yield DUPLICATES, d.to_json()
-        for late in out.late:
-            self.c["late"].inc()
-            yield LATE, late.to_json()
-        for g in out.gaps:
-            self.c["gaps"].inc()
-            yield GAPS, g.to_json()
-        for w in out.released:
-            self.c["released"].inc()
-            yield ("window", w)
-
-
-class TrainerFunction(_Keyed):
-    """Test-then-train per tenant. Main output: ShadowDeltas (for the DriftMonitor). A tenant
-    with no state yet warm-starts from its newest snapshot in the store, if any."""
-
-    state_name = "trainer"
+    Keyed state is one MapState of the pipeline's parts: after each event only the parts it
+    changed are written (a held window, a remembered id, the weights after a step, ...), not
+    the whole object. The live pipelines are kept in `self.live`; the cache cannot go stale:
+    only this subtask writes its keys' state, and after any restore Flink opens a fresh
+    function instance with an empty cache. A tenant with no state yet warm-starts from its
+    newest snapshot in the store, if any, before its first record is trained."""
 
     def __init__(self, config: UpmConfig, emit_shadow_deltas: bool, store_location: str | None):
-        super().__init__(config)
+        self.config = config
         self.emit_shadow_deltas = emit_shadow_deltas
         self.store_location = store_location
 
-    def new(self, tenant, cfg):
-        return TrainerState(tenant, cfg.model, cfg.trainer)
+    def open(self, runtime_context: RuntimeContext):
+        self.state = runtime_context.get_map_state(MapStateDescriptor(
+            "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        g = runtime_context.get_metrics_group().add_group("upm")
+        self.c = {k: g.counter(k) for k in
+                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
+                   "dead_letters", "trained", "snapshots", "steps", "deltas", "quarantines",
+                   "recoveries")}
+        self.tenant_values = TenantValues(g)
+        self.live: dict[str, TenantPipeline] = {}
+        self._trained: dict[str, tuple[int, int]] = {}  # per tenant, as last counted
+        self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
+        self._counts = dict.fromkeys(self.c, 0)  # pushed to the Flink counters after each event
 
-    def from_bytes(self, blob, cfg):
-        return TrainerState.from_bytes(blob)
+    def _load(self, tenant: str) -> TenantPipeline:
+        p = self.live.get(tenant)
+        if p is None:
+            parts = dict(self.state.items())
+            p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
+                tenant, self.config)
+            if self.store_location:
+                store = self.store_location
+                p.before_first_record = lambda ts, t: ts.version == 0 and warm_start(store, ts, t)
+            self.live[tenant] = p
+            self._trained[tenant] = (p.trainer.trained, p.trainer.counters["steps"])
+        return p
 
-    def open(self, runtime_context):
-        super().open(runtime_context)
-        self.c = {k: self.metrics.counter(k) for k in ("trained", "snapshots", "steps")}
+    def _save(self, p: TenantPipeline) -> None:
+        puts, gone = p.drain_changes()
+        if puts:
+            self.state.put_all(puts)
+        for k in gone:
+            self.state.remove(k)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counts[name] += n
+
+    def _push_counts(self) -> None:
+        for name, n in self._counts.items():
+            if n:
+                self.c[name].inc(n)
+                self._counts[name] = 0
 
     def process_element(self, value, ctx):
         kind, rec = value
-        ts = self._load(rec.tenant_id)
-        if ts.counters["windows"] == 0 and ts.counters["feedback"] == 0:
+        p = self._load(rec.tenant_id)
+        if p.is_new:
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-            if self.store_location and ts.version == 0:
-                warm_start(self.store_location, ts, rec.event_time)
-        before = ts.trained
-        out = ts.on_feedback(rec) if kind == "feedback" else ts.on_window(rec)
-        self._save(ts)
-        yield from self._emit(ts, out, before)
+        if kind == "feedback":
+            self._count("feedback_in")
+            out = p.on_feedback(rec)
+        else:
+            self._count("windows_in")
+            out = p.on_window(rec)
+        yield from self._finish(p, out, ctx)
 
     def on_timer(self, timestamp, ctx):
-        ts = self._load(ctx.get_current_key())
-        before = ts.trained
-        out = ts.flush()
-        self._save(ts)
-        yield from self._emit(ts, out, before)
-        yield STATS, trainer_stats(ts)
+        p = self._load(ctx.get_current_key())
+        self._armed.get(p.tenant_id, set()).discard(timestamp)
+        if timestamp == END_OF_INPUT:
+            yield from self._finish(p, p.end(), ctx, arm=False)
+            yield STATS, replay_stats(p.replay)
+            yield STATS, trainer_stats(p.trainer)
+            yield STATS, drift_stats(p.drift)
+            return
+        if ctx.timer_service().current_watermark() == END_OF_INPUT:
+            return  # the input ended: the END_OF_INPUT timer, fired last, does all that is left
+        yield from self._finish(p, p.on_timer(timestamp), ctx)
 
-    def _emit(self, ts, out, before):
-        if ts.trained != before:
-            self.c["trained"].inc(ts.trained - before)
-            self.c["steps"].inc()
-            self._tenant_gauge(ts.tenant_id, "loss_micro", ts.last_loss * 1e6)
-        for d in out.deltas:
+    def _finish(self, p: TenantPipeline, out, ctx, arm: bool = True):
+        ts = p.trainer
+        before_trained, before_steps = self._trained[p.tenant_id]
+        if arm:
+            armed = self._armed.setdefault(p.tenant_id, set())
+            for t in p.timers():
+                if t not in armed:
+                    armed.add(t)
+                    ctx.timer_service().register_event_time_timer(t)
+        self._save(p)
+        if ts.trained != before_trained:
+            self._count("trained", ts.trained - before_trained)
+            self._count("steps", ts.counters["steps"] - before_steps)
+            self.tenant_values.set(p.tenant_id, "loss_micro", ts.last_loss * 1e6)
+        self._trained[p.tenant_id] = (ts.trained, ts.counters["steps"])
+        r = out.replay
+        for w, reason in r.refused:
+            self._count("dead_letters")
+            yield DEAD_LETTERS, dead_letter(w.to_json(), reason, "replay", _now_ms()).to_json()
+        for d in r.duplicates:
+            self._count("duplicates")
+            yield DUPLICATES, d.to_json()
+        for late in r.late:
+            self._count("late")
+            yield LATE, late.to_json()
+        for g in r.gaps:
+            self._count("gaps")
+            yield GAPS, g.to_json()
+        if r.released:
+            self._count("released", len(r.released))
+        if out.deltas:
+            self._count("deltas", len(out.deltas))
             if self.emit_shadow_deltas:
-                yield SHADOW_DELTAS, d.to_json()
-            yield d
+                for d in out.deltas:
+                    yield SHADOW_DELTAS, d.to_json()
         for snap in out.snapshots:
-            self.c["snapshots"].inc()
-            self._tenant_gauge(ts.tenant_id, "snapshot_version", snap.manifest["version"])
-            yield SNAPSHOTS, snap
+            self._count("snapshots")
+            self.tenant_values.set(p.tenant_id, "snapshot_version", snap.manifest["version"])
+            yield snap
+        for s in out.drift.scores:
+            self.tenant_values.set(p.tenant_id, "drift_p95_micro", s.drift_p95 * 1e6)
+            yield DRIFT_SCORES, s.to_json()
+        for q in out.drift.quarantines:
+            self._count("quarantines")
+            yield QUARANTINES, q.to_json()
+        for rec in out.drift.recoveries:
+            self._count("recoveries")
+            yield QUARANTINES, rec.to_json()
+        self._push_counts()
 
 
 class SnapshotWriter(ProcessFunction):
@@ -263,50 +246,6 @@ class SnapshotWriter(ProcessFunction):
         yield record.to_json()
 
 
-class DriftMonitorFunction(_Keyed):
-    """Rolling p95 per tenant, evaluated on event-time timers at each sub-window boundary."""
-
-    state_name = "drift_window"
-
-    def new(self, tenant, cfg):
-        return DriftWindow(tenant, cfg.drift)
-
-    def from_bytes(self, blob, cfg):
-        return DriftWindow.from_bytes(blob, cfg.drift)
-
-    def open(self, runtime_context):
-        super().open(runtime_context)
-        self.c = {k: self.metrics.counter(k) for k in ("deltas", "quarantines", "recoveries")}
-
-    def process_element(self, delta, ctx):
-        dw = self._load(delta.tenant_id)
-        if dw.counters["samples"] + dw.counters["warmup"] == 0:
-            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-        self.c["deltas"].inc()
-        boundary = dw.add(delta)
-        if boundary is not None:
-            ctx.timer_service().register_event_time_timer(dw.timer_time(boundary))
-        self._save(dw)
-        return iter(())
-
-    def on_timer(self, timestamp, ctx):
-        dw = self._load(ctx.get_current_key())
-        if timestamp != END_OF_INPUT:
-            out = dw.evaluate(dw.boundary_of_timer(timestamp))
-            self._save(dw)
-            for s in out.scores:
-                self._tenant_gauge(dw.tenant_id, "drift_p95_micro", s.drift_p95 * 1e6)
-                yield DRIFT_SCORES, s.to_json()
-            for q in out.quarantines:
-                self.c["quarantines"].inc()
-                yield QUARANTINES, q.to_json()
-            for r in out.recoveries:
-                self.c["recoveries"].inc()
-                yield QUARANTINES, r.to_json()
-        else:
-            yield STATS, drift_stats(dw)
-
-
 class Governor(FlatMapFunction):
     """Drift scores and quarantines meet the registry: record each snapshot's measured drift, and
     apply quarantines (the automatic rollback the policy asks for). Emits rollback events."""
@@ -323,3 +262,6 @@ class Governor(FlatMapFunction):
         for ev in self.governor.apply(value):
             self.rollbacks.inc()
             yield json.dumps(ev)
+
+    def close(self):
+        self.governor.close()  # the measured drift not yet written (end of a bounded input)

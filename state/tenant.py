@@ -1,0 +1,162 @@
+"""TenantPipeline: one tenant's whole streaming path — ReplayBuffer -> TrainerState ->
+DriftWindow — as one state machine with one event-time clock. No I/O, no clock of its own.
+
+An engine keeps one per key in one keyed operator (no shuffle and no serialization between the
+three steps) and translates: an element into `on_window`/`on_feedback`, an event-time timer
+into `on_timer`, the end of a bounded input into `end`. It arms the timers `timers()` asks for.
+
+Order of work, the same as three operators chained by watermarks would give:
+- a timer at time t first releases what the replay rule makes releasable by t, trains the ready
+  micro-batches (so no shadow prediction is still queued), then judges every drift boundary
+  whose evaluation time is at or before t, in boundary order;
+- `end` releases everything held, trains the partial batch, then judges every boundary left.
+
+State. `drain_changes()` gives the parts changed since the last call (state/parts.py), each
+part name prefixed by its step ("r." replay, "t." trainer, "d." drift); `from_parts` rebuilds
+the pipeline from every part an engine holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from model.snapshot import Snapshot
+from state.config import UpmConfig
+from state.drift import DriftOutput, DriftWindow
+from state.records import FeatureWindow, Feedback, ShadowDelta
+from state.replay import ReplayBuffer, ReplayOutput
+from state.trainer import TrainerOutput, TrainerState
+
+
+@dataclass
+class TenantOutput:
+    replay: ReplayOutput = field(default_factory=ReplayOutput)
+    deltas: list[ShadowDelta] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    drift: DriftOutput = field(default_factory=DriftOutput)
+
+
+class TenantPipeline:
+    def __init__(self, replay: ReplayBuffer, trainer: TrainerState, drift: DriftWindow):
+        self.replay = replay
+        self.trainer = trainer
+        self.drift = drift
+        self.tenant_id = replay.tenant_id
+        # Called with the trainer and the event time of its first record, before that record is
+        # trained (the engine's warm start from a store); not state.
+        self.before_first_record: Callable[[TrainerState, int], None] | None = None
+        self._pending: set[int] = set()  # drift boundaries with samples, not yet judged
+
+    @classmethod
+    def new(cls, tenant_id: str, config: UpmConfig) -> "TenantPipeline":
+        c = config.for_tenant(tenant_id)
+        return cls(ReplayBuffer(tenant_id, c.replay), TrainerState(tenant_id, c.model, c.trainer),
+                   DriftWindow(tenant_id, c.drift))
+
+    @property
+    def is_new(self) -> bool:
+        return self.replay.counters["received"] == 0 and self.trainer.counters["feedback"] == 0 \
+            and self.replay.counters["future"] == 0
+
+    # -- events ----------------------------------------------------------------------------
+
+    def on_window(self, w: FeatureWindow) -> TenantOutput:
+        out = TenantOutput()
+        out.replay = self.replay.add(w)
+        for r in out.replay.released:
+            self._train(out, r)
+        return out
+
+    def on_feedback(self, fb: Feedback) -> TenantOutput:
+        out = TenantOutput()
+        self._train(out, fb)
+        return out
+
+    def on_timer(self, time: int) -> TenantOutput:
+        out = TenantOutput()
+        out.replay = self.replay.advance(time)
+        for r in out.replay.released:
+            self._train(out, r)
+        self._take(out, self.trainer.drain())
+        self._judge(out, lambda b: self.drift.timer_time(b) <= time)
+        return out
+
+    def end(self) -> TenantOutput:
+        out = TenantOutput()
+        out.replay = self.replay.flush()
+        for r in out.replay.released:
+            self._train(out, r)
+        self._take(out, self.trainer.flush())
+        self._judge(out, lambda b: True)
+        return out
+
+    def timers(self) -> list[int]:
+        """Event times the engine should have a timer at (setting one twice is harmless)."""
+        out = []
+        nxt = self.replay.next_release_time()
+        if nxt is not None:
+            out.append(nxt)
+        if self._pending:
+            out.append(self.drift.timer_time(min(self._pending)))
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _train(self, out: TenantOutput, rec) -> None:
+        ts = self.trainer
+        if (self.before_first_record and ts.counters["windows"] == 0
+                and ts.counters["feedback"] == 0):
+            self.before_first_record(ts, rec.event_time)
+        if isinstance(rec, Feedback):
+            self._take(out, ts.on_feedback(rec))
+        else:
+            self._take(out, ts.on_window(rec))
+
+    def _take(self, out: TenantOutput, t: TrainerOutput) -> None:
+        if not t.deltas and not t.snapshots:
+            return
+        for d in t.deltas:
+            b = self.drift.add(d)
+            if b is not None:
+                self._pending.add(b)
+        out.deltas += t.deltas
+        out.snapshots += t.snapshots
+
+    def _judge(self, out: TenantOutput, due) -> None:
+        for b in sorted(b for b in self._pending if due(b)):
+            self._pending.discard(b)
+            d = self.drift.evaluate(b)
+            out.drift.scores += d.scores
+            out.drift.quarantines += d.quarantines
+            out.drift.recoveries += d.recoveries
+
+    # -- engine state ----------------------------------------------------------------------
+
+    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
+        puts: dict[str, bytes] = {}
+        gone: list[str] = []
+        for prefix, part in (("r.", self.replay), ("t.", self.trainer), ("d.", self.drift)):
+            p, g = part.drain_changes()
+            puts.update({prefix + k: v for k, v in p.items()})
+            gone += [prefix + k for k in g]
+        return puts, gone
+
+    def parts(self) -> dict[str, bytes]:
+        out = {}
+        for prefix, part in (("r.", self.replay), ("t.", self.trainer), ("d.", self.drift)):
+            out.update({prefix + k: v for k, v in part.parts().items()})
+        return out
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes], config: UpmConfig) -> "TenantPipeline":
+        split: dict[str, dict[str, bytes]] = {"r.": {}, "t.": {}, "d.": {}}
+        for k, v in parts.items():
+            split[k[:2]][k[2:]] = v
+        rb = ReplayBuffer.from_parts(split["r."])
+        c = config.for_tenant(rb.tenant_id)
+        rb.config = c.replay
+        p = cls(rb, TrainerState.from_parts(split["t."]), DriftWindow.from_parts(split["d."], c.drift))
+        p._pending = {(i + 1) * p.drift.config.evaluation_interval_ms for i in p.drift.sub
+                      if (i + 1) * p.drift.config.evaluation_interval_ms > p.drift.evaluated_until}
+        return p
