@@ -15,7 +15,6 @@ Each side output is written as JSON lines by a FileSink under `<output>/records/
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -26,15 +25,10 @@ from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink,
                                                        StreamFormat)
 
 from pipelines.options import JobOptions
+from pipelines.ports import free_port
 from transforms.flink import functions as fn
 
 MAX_PARALLELISM = 128  # key groups: fixed so savepoints restore at any parallelism <= 128
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration:

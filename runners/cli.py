@@ -186,8 +186,9 @@ def run_beam(opts, pubsub_subscription: str | None = None,
 def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     """Run the Flink job on the embedded mini-cluster, printing progress from its REST API."""
     from pipelines import flink_job, flink_progress
+    from pipelines.ports import free_port
 
-    opts = dataclasses.replace(opts, rest_port=opts.rest_port or flink_job.free_port())
+    opts = dataclasses.replace(opts, rest_port=opts.rest_port or free_port())
     env, _ = flink_job.environment(opts)
     flink_job.build(env, opts)
     base = f"http://127.0.0.1:{opts.rest_port}"

@@ -201,8 +201,8 @@ class DriftWindow:
             return pickle.dumps(self._meta(), 5)
         return self.sub[int(key[2:])].to_bytes()
 
-    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
-        return self.changes.drain(self.encode_part)
+    def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part, prefix)
 
     def parts(self) -> dict[str, bytes]:
         return {k: self.encode_part(k) for k in ["m"] + [f"k/{i}" for i in self.sub]}

@@ -37,9 +37,11 @@ class Changes:
         else:
             self._gone.add(key)
 
-    def drain(self, encode: Callable[[str], bytes]) -> tuple[dict[str, bytes], list[str]]:
-        puts = {k: encode(k) for k in self._put}
-        gone = list(self._gone)
+    def drain(self, encode: Callable[[str], bytes], prefix: str = ""
+              ) -> tuple[dict[str, bytes], list[str]]:
+        """The parts to put and the keys to remove, named `prefix + key`."""
+        puts = {prefix + k: encode(k) for k in self._put}
+        gone = [prefix + k for k in self._gone]
         self._put.clear()
         self._new.clear()
         self._gone.clear()

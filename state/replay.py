@@ -219,8 +219,8 @@ class ReplayBuffer:
             return self._held_ids[key[2:]].to_state()
         return b"%d" % self._seen[key[2:]]
 
-    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
-        return self.changes.drain(self.encode_part)
+    def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part, prefix)
 
     def parts(self) -> dict[str, bytes]:
         """Every part (what an engine holds after all changes were drained)."""

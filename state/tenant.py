@@ -137,9 +137,9 @@ class TenantPipeline:
         puts: dict[str, bytes] = {}
         gone: list[str] = []
         for prefix, part in (("r.", self.replay), ("t.", self.trainer), ("d.", self.drift)):
-            p, g = part.drain_changes()
-            puts.update({prefix + k: v for k, v in p.items()})
-            gone += [prefix + k for k in g]
+            p, g = part.drain_changes(prefix)
+            puts.update(p)
+            gone += g
         return puts, gone
 
     def parts(self) -> dict[str, bytes]:

