@@ -4,14 +4,18 @@
 
 `seconds` is env.execute from submission to the end of the job (mini-cluster start-up is before
 it, TaskManager/Python start-up inside it); the benchmark takes start-up out by running N and
-k·N windows and dividing the differences.
+k·N windows and dividing the differences. `peak_rss_mib` is the largest resident size of the
+mini-cluster JVM seen (sampled every 0.2 s): JobManager, TaskManager and, in thread mode, the
+Python of every operator and its state live in that one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,9 +43,27 @@ def main() -> None:
         identity_job.build(env, [str(Path(args.file).resolve())])
     else:
         flink_job.build(env, opts)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        from runners.processes import java_children
+        while not done.wait(0.2):
+            for pid in java_children(os.getpid()):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                kb = int(status.split("VmRSS:")[1].split()[0])
+                peak[0] = max(peak[0], kb)
+
+    threading.Thread(target=sample, daemon=True).start()
     t = time.perf_counter()
     env.execute(f"bench-{args.job}")
-    print(json.dumps({"job": args.job, "seconds": time.perf_counter() - t}), flush=True)
+    seconds = time.perf_counter() - t
+    done.set()
+    print(json.dumps({"job": args.job, "seconds": seconds, "peak_rss_mib": peak[0] / 1024}),
+          flush=True)
 
 
 if __name__ == "__main__":

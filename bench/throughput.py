@@ -13,6 +13,10 @@ Rows (windows/s; "ratio" is against the row named in "vs"):
                               TensorFlow -> DriftWindow), engine-free (pipelines/local_job.py)
   core, dense tenant          1 tenant, windows 10 ms apart (it holds ~500 windows and
                               remembers ~6,000 ids), against 4 tenants 1 s apart
+  upm flink job, dense tenant the same dense stream through the Flink job, steady state
+  upm flink job, 10k tenants  10,000 tenants x 20 windows, end to end, against the 4-tenant
+                              job end to end on as many windows; with the JVM's peak RSS and
+                              the state bytes one tenant's parts hold (state/parts.py)
 
 Steady state takes start-up out: each Flink job runs on N and on k*N windows (k = --scale) in
 fresh mini-cluster processes, and the rate is (k*N - N) / (t(k*N) - t(N)).
@@ -48,13 +52,28 @@ def timed(fn, repeat=1) -> float:
     return best
 
 
-def flink_seconds(job: str, path: Path, out: Path, parallelism: int) -> float:
+def flink_run(job: str, path: Path, out: Path, parallelism: int) -> dict:
     r = subprocess.run([sys.executable, str(HERE / "flink_run.py"), job, str(path), str(out),
                         "--parallelism", str(parallelism)], capture_output=True, text=True,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     if r.returncode:
         raise SystemExit(f"{job} job failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _count(path: Path) -> int:
+    with path.open() as f:
+        return sum(1 for _ in f)
+
+
+def tenant_state_bytes(lines, cfg) -> float:
+    """Mean bytes of the parts (keys and values) a tenant's pipeline holds after `lines`."""
+    from state.tenant import TenantPipeline
+
+    run = run_local(lines, cfg)
+    sizes = [sum(len(k) + len(v) for k, v in TenantPipeline.parts(t.pipeline).items())
+             for t in run.tenants.values()]
+    return sum(sizes) / len(sizes)
 
 
 def labeled_rows(lines):
@@ -108,6 +127,7 @@ def main() -> None:
     ap.add_argument("--windows-per-tenant", type=int, default=3000)
     ap.add_argument("--scale", type=int, default=5)
     ap.add_argument("--skip-flink", action="store_true")
+    ap.add_argument("--many-tenants", type=int, default=10_000)
     args = ap.parse_args()
     cfg = demo_config()
     n_spec = dataclasses.replace(DEMO_SCENARIO, windows_per_tenant=args.windows_per_tenant)
@@ -125,27 +145,50 @@ def main() -> None:
     labeled = labeled_rows(lines_k)
     river, vw = river_rate(labeled), vw_rate(labeled)
 
+    many = dataclasses.replace(n_spec, tenants=args.many_tenants, windows_per_tenant=20,
+                               drift_tenant=None)
+    lines_many, _ = generate(many)
+    state_bytes = tenant_state_bytes(lines_many, cfg)
+    notes = [f"state per tenant, {args.many_tenants} tenants x 20 windows, at the end of the "
+             f"input: {state_bytes:.0f} bytes of parts (keys + values)"]
     if not args.skip_flink:
+        dense_n = dataclasses.replace(dense, windows_per_tenant=len(lines_n))
+        lines_dense_n, _ = generate(dense_n)
         with tempfile.TemporaryDirectory() as d:
             root = Path(d)
-            fn, fk = root / "n.jsonl", root / "k.jsonl"
-            fn.write_text("\n".join(lines_n) + "\n")
-            fk.write_text("\n".join(lines_k) + "\n")
-            extra = len(lines_k) - len(lines_n)
+            files = {}
+            for name, lines in (("n", lines_n), ("k", lines_k), ("dense-n", lines_dense_n),
+                                ("dense-k", lines_dense), ("many", lines_many)):
+                files[name] = root / f"{name}.jsonl"
+                files[name].write_text("\n".join(lines) + "\n")
 
-            def steady(job, p):
-                tn = flink_seconds(job, fn, root / f"{job}-{p}-n", p)
-                tk = flink_seconds(job, fk, root / f"{job}-{p}-k", p)
-                return extra / (tk - tn), len(lines_n) / tn
+            def steady(job, p, small="n", big="k"):
+                rn = flink_run(job, files[small], root / f"{job}-{p}-{small}", p)
+                rk = flink_run(job, files[big], root / f"{job}-{p}-{big}", p)
+                extra = _count(files[big]) - _count(files[small])
+                return extra / (rk["seconds"] - rn["seconds"]), rn, rk
 
-            identity, _ = steady("identity", 1)
-            upm1, upm1_start = steady("upm", 1)
-            upm2, _ = steady("upm", 2)
+            identity, _, _ = steady("identity", 1)
+            upm1, upm1_n, upm1_k = steady("upm", 1)
+            upm2, _, _ = steady("upm", 2)
+            dense_rate, _, _ = steady("upm", 1, "dense-n", "dense-k")
+            many_run = flink_run("upm", files["many"], root / "many", 1)
+        many_rate = len(lines_many) / many_run["seconds"]
+        four_rate = len(lines_k) / upm1_k["seconds"]
+        notes.append(f"TaskManager (mini-cluster JVM) peak RSS: 4 tenants "
+                     f"{upm1_k['peak_rss_mib']:.0f} MiB, {args.many_tenants} tenants "
+                     f"{many_run['peak_rss_mib']:.0f} MiB")
         rows += [("identity keyed PyFlink job, p=1", identity, ""),
                  ("upm flink job, p=1", upm1, "identity keyed PyFlink job, p=1"),
                  ("upm flink job, p=2", upm2, "identity keyed PyFlink job, p=1"),
-                 (f"upm flink job, p=1, with start-up ({len(lines_n)} windows)", upm1_start,
-                  "upm flink job, p=1")]
+                 (f"upm flink job, p=1, with start-up ({len(lines_n)} windows)",
+                  len(lines_n) / upm1_n["seconds"], "upm flink job, p=1"),
+                 ("upm flink job, 1 dense tenant (10 ms apart), p=1", dense_rate,
+                  "upm flink job, p=1"),
+                 (f"upm flink job, 4 tenants, with start-up ({len(lines_k)} windows)", four_rate,
+                  ""),
+                 (f"upm flink job, {args.many_tenants} tenants x 20, with start-up", many_rate,
+                  f"upm flink job, 4 tenants, with start-up ({len(lines_k)} windows)")]
     rows += [("river StandardScaler|LogisticRegression", river, ""),
              ("vowpal wabbit (logistic)", vw, "river StandardScaler|LogisticRegression"),
              ("core (parse -> TenantPipeline, TensorFlow)", core,
@@ -164,9 +207,11 @@ def main() -> None:
         print(f"{name:<58}{shown}  {ratio}")
         result[name] = {"windows_per_s": rate, "vs": vs or None,
                         "ratio": rate / rates[vs] if rate and vs and rates.get(vs) else None}
+    for note in notes:
+        print(note)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(result, indent=2))
+    (out / "throughput.json").write_text(json.dumps({"rows": result, "notes": notes}, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ object's bytes, Flink event-time timers call the core's time methods, and the co
 become the main output or side outputs (JSON lines). All logic lives in `state/`.
 
 Elements from Parse to the TenantFunction are `(kind, record)` tuples (kind is "window" or
-"feedback"), from the TenantFunction to the SnapshotWriter core Snapshots, pickled by PyFlink.
+"feedback") inside Parse's typed key/event-time envelope (PARSED_TYPE); from the TenantFunction
+to the SnapshotWriter, core Snapshots. PyFlink pickles the Python values.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from pyflink.common import Types
-from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
@@ -40,8 +40,15 @@ STATS = OutputTag("stats", Types.STRING())
 REFUSALS = OutputTag("refusals", Types.STRING())
 
 
+# Parse's main output: ((tenant_id, ("window"|"feedback", record)), event_time), typed so the
+# job takes the key and the event time in Java (pipelines/flink_job.py).
+KEYED_TYPE = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+PARSED_TYPE = Types.TUPLE([KEYED_TYPE, Types.LONG()])
+
+
 class Parse(ProcessFunction):
-    """JSON text -> ("window"|"feedback", record); anything bad -> DeadLetter side output."""
+    """JSON text -> ((tenant, ("window"|"feedback", record)), event_time); anything bad ->
+    DeadLetter side output."""
 
     def __init__(self, source_name: str, max_features: int):
         self.source_name = source_name
@@ -58,7 +65,8 @@ class Parse(ProcessFunction):
             parsed = parse_message(value, self.max_features)
             if parsed.ok:
                 rec = parsed.record
-                yield ("feedback" if isinstance(rec, Feedback) else "window", rec)
+                kind = "feedback" if isinstance(rec, Feedback) else "window"
+                yield Row(rec.tenant_id, (kind, rec)), rec.event_time
                 return
             out = dead_letter(value, parsed.reason, self.source_name, _now_ms()).to_json()
         except Exception as e:  # last resort: no single message may fail the job
@@ -69,15 +77,6 @@ class Parse(ProcessFunction):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class EventTime(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp) -> int:
-        return value[1].event_time
-
-
-def tenant_of(value) -> str:
-    return value[1].tenant_id if isinstance(value, tuple) else value.tenant_id
 
 
 class TenantFunction(KeyedProcessFunction):
