@@ -54,6 +54,12 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
     else:
         cfg.set_string("taskmanager.numberOfTaskSlots", str(max(1, opts.parallelism)))
         cfg.set_string("restart-strategy.type", "none")
+        # Checkpoints to files: Flink's default keeps them in the JobManager's memory, capped at
+        # 5 MiB, and a job with thousands of tenants (a few KiB of state each) then fails its
+        # checkpoints and the job.
+        cfg.set_string("execution.checkpointing.storage", "filesystem")
+        cfg.set_string("execution.checkpointing.dir",
+                       (Path(opts.output_dir) / "flink" / "checkpoints").resolve().as_uri())
     cfg.set_string("metrics.fetcher.update-interval", "1000")  # fresher progress in the UI/CLI
     for key, value in opts.flink_conf:
         cfg.set_string(key, value)
