@@ -8,6 +8,9 @@ Rows:
                       TrainerState -> DriftWindow, one window at a time (pipelines/local_job.py)
   backfill <format>   the whole backfill pipeline, start to end (reading through tfx-bsl TFXIO,
                       window table, per-tenant grouping, training, publishing snapshots)
+  backfill parquet, steady state
+                      start-up taken out: (k*N - N) / (t(k*N) - t(N)), k = --scale, the
+                      k*N run on its own files and store
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tenants", type=int, default=4)
     ap.add_argument("--windows-per-tenant", type=int, default=10000)
+    ap.add_argument("--scale", type=int, default=10)
     args = ap.parse_args()
     spec = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
                                windows_per_tenant=args.windows_per_tenant)
@@ -41,28 +45,40 @@ def main() -> None:
     run_local(lines[:2000], cfg)  # warm up TensorFlow tracing
     t = time.perf_counter()
     run_local(lines, cfg)
-    rows = [("streaming core", time.perf_counter() - t, None)]
+    rows = [("streaming core", time.perf_counter() - t, None, len(lines))]
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         windows = hf.windows_of(lines)
         hf.write_jsonl(root / "h.jsonl", lines)
         hf.write_parquet(root / "parquet", windows, files=4)
         hf.write_tfrecord(root / "tfrecord" / "h.tfrecord.gz", windows)
-        for fmt, pattern in (("jsonl", root / "h.jsonl"), ("parquet", root / "parquet/*.parquet"),
-                             ("tfrecord", root / "tfrecord/*.tfrecord.gz")):
+        def backfill(fmt, pattern, name):
             t = time.perf_counter()
             result = backfill_job.run(backfill_job.BackfillOptions(
-                inputs=(str(pattern),), output_dir=str(root / f"out-{fmt}"), config=cfg))
-            rows.append((f"backfill {fmt}", time.perf_counter() - t, result.totals["trained"]))
-    n, base = len(lines), rows[0][1]
-    print(f"{n} messages ({spec.tenants} tenants x {spec.windows_per_tenant} windows, "
-          f"batch {cfg.trainer.batch_size}, snapshot every {cfg.trainer.snapshot_interval})")
-    print(f"{'path':<20}{'seconds':>9}{'msgs/s':>10}{'speed-up':>10}")
+                inputs=(str(pattern),), output_dir=str(root / f"out-{name}"), config=cfg))
+            return time.perf_counter() - t, result.totals["trained"]
+
+        for fmt, pattern in (("jsonl", root / "h.jsonl"), ("parquet", root / "parquet/*.parquet"),
+                             ("tfrecord", root / "tfrecord/*.tfrecord.gz")):
+            rows.append((f"backfill {fmt}", *backfill(fmt, pattern, fmt), len(lines)))
+        big, _ = generate(dataclasses.replace(spec, windows_per_tenant=args.windows_per_tenant
+                                              * args.scale))
+        hf.write_parquet(root / "parquet-k", hf.windows_of(big), files=4)
+        secs_k, trained_k = backfill("parquet", root / "parquet-k/*.parquet", "parquet-k")
+        secs_n = rows[2][1]
+        rows.append(("backfill parquet, steady state", secs_k - secs_n, trained_k,
+                     len(big) - len(lines)))
+    base = len(lines) / rows[0][1]
+    print(f"{len(lines)} messages ({spec.tenants} tenants x {spec.windows_per_tenant} windows, "
+          f"batch {cfg.trainer.batch_size}, snapshot every {cfg.trainer.snapshot_interval}); "
+          f"steady state from {len(lines)} and {len(big)} messages")
+    print(f"{'path':<32}{'seconds':>9}{'msgs/s':>10}{'vs core':>9}")
     out = {}
-    for name, secs, trained in rows:
-        print(f"{name:<20}{secs:9.2f}{n / secs:10.0f}{base / secs:9.1f}x")
-        out[name] = {"seconds": secs, "messages_per_s": n / secs, "speedup_vs_stream": base / secs,
-                     "trained": trained}
+    for name, secs, trained, n in rows:
+        rate = n / secs
+        print(f"{name:<32}{secs:9.2f}{rate:10.0f}{rate / base:8.1f}x")
+        out[name] = {"seconds": secs, "messages": n, "messages_per_s": rate,
+                     "vs_streaming_core": rate / base, "trained": trained}
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / "backfill.json").write_text(json.dumps(out, indent=2))

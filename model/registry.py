@@ -23,6 +23,9 @@ returns the document and a token, and `write(doc, token)` succeeds only if the s
 is still the one that token names: locally the document's `generation` checked under an
 exclusive `flock` before an atomic rename; on GCS the object generation (`if_generation_match`);
 on S3 the ETag (`If-Match`, or `If-None-Match: *` for the first write).
+
+The document is written compact (no indentation): `json` encodes that in C, ten times faster
+than indented output, and every change rewrites the whole document. `upm registry` prints it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from pathlib import Path
 STAGES = ("staging", "shadow", "canary", "active")
 TREND_POINTS = 1000
 SCHEMA = 1
+
+
+def dump_document(doc: dict) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 class RegistryConflict(RuntimeError):
@@ -87,7 +94,7 @@ class LocalDocumentStore:
                 raise RegistryConflict(f"registry generation is {current}, expected {token}")
             fd, tmp = tempfile.mkstemp(prefix=".models-", dir=self.dir)
             with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1, sort_keys=True)
+                f.write(dump_document(doc))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -115,7 +122,7 @@ class GcsDocumentStore:
 
         try:
             self.bucket.blob(self.key).upload_from_string(
-                json.dumps(doc, indent=1, sort_keys=True), content_type="application/json",
+                dump_document(doc), content_type="application/json",
                 if_generation_match=token)
         except PreconditionFailed:
             raise RegistryConflict(f"gs://{self.bucket_name}/{self.key} changed") from None
@@ -149,7 +156,7 @@ class S3DocumentStore:
         cond = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key,
-                                   Body=json.dumps(doc, indent=1, sort_keys=True).encode(),
+                                   Body=dump_document(doc).encode(),
                                    ContentType="application/json", **cond)
         except ClientError as e:
             if e.response["Error"]["Code"] in ("PreconditionFailed", "412",
@@ -219,29 +226,36 @@ class Registry:
     def register(self, record: dict) -> bool:
         """Register a snapshot record (`ai.upm.snapshot.created` fields). Idempotent; a second
         record with the same id but another sha256 is refused. Returns True if new."""
+        return self.register_many([record])[0]
+
+    def register_many(self, records: list[dict]) -> list[bool]:
+        """`register` of many records, in order, in one registry update (all or none)."""
         def change(doc):
-            t = tenant_entry(doc, record["tenant_id"])
-            sid = record["snapshot_id"]
-            old = t["artifacts"].get(sid)
-            if old is not None:
-                if old["sha256"] != record["sha256"]:
-                    raise ValueError(f"{sid} is already registered with sha256 {old['sha256']}, "
-                                     f"refusing {record['sha256']}")
-                return False
-            t["artifacts"][sid] = {
-                "uri": record["uri"], "sha256": record["sha256"],
-                "size_bytes": record["size_bytes"], "format": record["format"],
-                "compression": record["compression"], "signature": record.get("signature"),
-                "lineage": {k: record.get(k) for k in (
-                    "tenant_id", "trainer_id", "version", "mode", "window_start", "window_end",
-                    "parent_snapshot_id", "windows_trained")},
-                "metrics": {"loss": record.get("loss"), "drift_p95": None, "drift_samples": 0},
-                "created_at": record.get("created_at"), "registered_at": self.now_ms(),
-                "quarantined": False}
-            t["history"].append(self._event("register", None, None, sid, "upm-stream",
-                                            f"snapshot v{record['version']} created"))
-            return True
-        return self.update(change)
+            return [self._register(doc, r) for r in records]
+        return self.update(change) if records else []
+
+    def _register(self, doc: dict, record: dict) -> bool:
+        t = tenant_entry(doc, record["tenant_id"])
+        sid = record["snapshot_id"]
+        old = t["artifacts"].get(sid)
+        if old is not None:
+            if old["sha256"] != record["sha256"]:
+                raise ValueError(f"{sid} is already registered with sha256 {old['sha256']}, "
+                                 f"refusing {record['sha256']}")
+            return False
+        t["artifacts"][sid] = {
+            "uri": record["uri"], "sha256": record["sha256"],
+            "size_bytes": record["size_bytes"], "format": record["format"],
+            "compression": record["compression"], "signature": record.get("signature"),
+            "lineage": {k: record.get(k) for k in (
+                "tenant_id", "trainer_id", "version", "mode", "window_start", "window_end",
+                "parent_snapshot_id", "windows_trained")},
+            "metrics": {"loss": record.get("loss"), "drift_p95": None, "drift_samples": 0},
+            "created_at": record.get("created_at"), "registered_at": self.now_ms(),
+            "quarantined": False}
+        t["history"].append(self._event("register", None, None, sid, "upm-stream",
+                                        f"snapshot v{record['version']} created"))
+        return True
 
     def record_drift(self, tenant: str, snapshot_id: str | None, p95: float, samples: int,
                      window_end: int | None = None) -> None:

@@ -49,11 +49,20 @@ class SnapshotPublisher:
         self.compression = compression
 
     def publish(self, snap: Snapshot) -> SnapshotRecord:
+        return self.publish_many([snap])[0]
+
+    def publish_many(self, snaps: list[Snapshot]) -> list[SnapshotRecord]:
+        """Write and sign each snapshot, then register them all in one registry update."""
+        records = [self._write(s) for s in snaps]
+        self.registry.register_many([dataclasses.asdict(r) for r in records])
+        return records
+
+    def _write(self, snap: Snapshot) -> SnapshotRecord:
         m = snap.manifest
         enc = encode(snap, self.compression)
         stored = self.store.write_snapshot(m["tenant_id"], m["snapshot_id"], enc)
         signature = self.signer.sign(m["snapshot_id"], stored.sha256) if self.signer else None
-        record = SnapshotRecord(
+        return SnapshotRecord(
             snapshot_id=m["snapshot_id"], tenant_id=m["tenant_id"], trainer_id=m["trainer_id"],
             version=m["version"], mode=m["mode"], created_at=m["created_at"],
             window_start=m["window_start"], window_end=m["window_end"],
@@ -61,8 +70,6 @@ class SnapshotPublisher:
             sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
             compression=stored.compression, signature=signature,
             parent_snapshot_id=m["parent_snapshot_id"])
-        self.registry.register(dataclasses.asdict(record))
-        return record
 
     def publish_or_refuse(self, snap: Snapshot) -> tuple[SnapshotRecord | None, str | None]:
         """(record, None), or (None, a `upm.snapshot.refused` record) when the store already

@@ -77,6 +77,25 @@ def test_registry_round_trip(location):
     assert reg.read()["generation"] == 1 and reg.artifact("acme", "acme-v000001")["sha256"] == "h"
 
 
+
+def test_register_many_is_one_update_and_all_or_none(location):
+    loc, _ = location
+    reg = open_registry(loc + "-many")
+
+    def rec(i, sha):
+        return {"snapshot_id": f"acme-v{i:06d}", "tenant_id": "acme", "uri": f"u{i}",
+                "sha256": sha, "size_bytes": 1, "format": "f", "compression": "zstd",
+                "version": i}
+    assert reg.register_many([rec(i, f"h{i}") for i in range(1, 51)]) == [True] * 50
+    doc = reg.read()
+    assert doc["generation"] == 1 and len(doc["tenants"]["acme"]["artifacts"]) == 50
+    assert reg.register_many([rec(50, "h50"), rec(51, "h51")]) == [False, True]
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register_many([rec(52, "h52"), rec(3, "other")])
+    doc = reg.read()
+    assert doc["generation"] == 2 and "acme-v000052" not in doc["tenants"]["acme"]["artifacts"]
+    assert reg.register_many([]) == [] and reg.read()["generation"] == 2
+
 WRITER = textwrap.dedent("""
     import sys
     from model.registry import open_registry
