@@ -4,7 +4,7 @@ FLINK := .venv-flink
 BEAM := .venv-beam
 PIP_PIN := pip==24.3.1
 
-.PHONY: run test test-core test-flink flink-env beam-env bench bench-backfill clean
+.PHONY: run test test-core test-flink flink-env beam-env bench bench-backfill bench-freshness clean
 
 run: flink-env
 	$(FLINK)/bin/upm run --fresh
@@ -26,6 +26,9 @@ bench: flink-env
 
 bench-backfill: beam-env
 	$(BEAM)/bin/python bench/backfill.py
+
+bench-freshness: flink-env
+	$(FLINK)/bin/python bench/freshness.py
 
 flink-env: $(FLINK)/.installed
 beam-env: $(BEAM)/.installed

