@@ -151,7 +151,9 @@ def _parse(raw, max_features: int) -> Parsed:
     if depth > MAX_DEPTH:
         return Parsed(None, f"oversized: JSON nested deeper than {MAX_DEPTH}")
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        if not isinstance(raw, str):
+            raw = bytes(raw).decode(json.detect_encoding(raw), "surrogatepass")
+        obj = _DECODER.decode(raw)
     except _Bad as e:
         return Parsed(None, str(e))
     except (ValueError, UnicodeDecodeError) as e:
@@ -191,6 +193,10 @@ def _nesting_depth(raw) -> int:
 
 def _reject_constant(name: str):
     raise _Bad(f"not_finite: JSON constant {name}")
+
+
+# One decoder for every message: `json.loads(raw, parse_constant=...)` builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def dead_letter(raw: str | bytes, reason: str, source: str, received_at: int) -> DeadLetter:

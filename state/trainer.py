@@ -118,7 +118,7 @@ class TrainerState:
         self.changes = Changes()
         self.changes.mark("m", new=True)
         self.changes.mark("w", new=True)
-        self._static_meta: dict | None = None
+        self._static_meta: bytes | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -373,7 +373,7 @@ class TrainerState:
             "step": self.step, "version": self.version,
             "last_snapshot_id": self.last_snapshot_id, "since_snapshot": self.since_snapshot,
             "range_start": self.range_start, "range_end": self.range_end,
-            "last_loss": None if np.isnan(self.last_loss) else self.last_loss,
+            "last_loss": None if self.last_loss != self.last_loss else self.last_loss,  # NaN
             "paused": self.paused, "counters": self.counters,
             "ready_sizes": [len(b) for b in self.ready], "queue_start": self.queue_start,
             "arrivals": self.arrivals,
@@ -382,17 +382,26 @@ class TrainerState:
     def _queued(self) -> list[FeatureWindow]:
         return [w for b in self.ready for w in b] + self.batch
 
+    def _queued_at(self, i: int) -> FeatureWindow:
+        """`_queued()[i]` without building the list (a part is encoded per queued window)."""
+        for b in self.ready:
+            if i < len(b):
+                return b[i]
+            i -= len(b)
+        return self.batch[i]
+
     def encode_part(self, key: str) -> bytes:
-        if key == "m":
+        if key == "m":  # (the part that never changes, pickled once; the rest)
             if self._static_meta is None:
-                self._static_meta = {"tenant_id": self.tenant_id, "trainer_id": self.trainer_id,
-                                     "model": asdict(self.model), "config": asdict(self.config)}
-            return pickle.dumps({**self._static_meta, **self._dynamic_meta()}, 5)
+                self._static_meta = pickle.dumps({
+                    "tenant_id": self.tenant_id, "trainer_id": self.trainer_id,
+                    "model": asdict(self.model), "config": asdict(self.config)}, 5)
+            return pickle.dumps((self._static_meta, self._dynamic_meta()), 5)
         if key == "w":
             return encode(Snapshot(manifest={}, arrays=self._arrays()), "none").data
         kind, ident = key[0], key[2:]
         if kind == "q":
-            return self._queued()[int(ident) - self.queue_start].to_state()
+            return self._queued_at(int(ident) - self.queue_start).to_state()
         if kind == "a":
             return pickle.dumps((self._seq[key], self.awaiting[ident].to_state()), 5)
         return pickle.dumps((self._seq[key], self.early_labels[ident]), 5)
@@ -408,6 +417,9 @@ class TrainerState:
     @classmethod
     def from_parts(cls, parts: dict[str, bytes]) -> "TrainerState":
         meta = pickle.loads(parts["m"])
+        if isinstance(meta, tuple):
+            static, dynamic = meta
+            meta = {**pickle.loads(static), **dynamic}
         queued = sorted((int(k[2:]), v) for k, v in parts.items() if k[:2] == "q/")
         meta["queued"] = [FeatureWindow.from_state(v) for _, v in queued]
         awaiting, early = [], []
