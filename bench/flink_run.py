@@ -5,7 +5,7 @@
 `seconds` is env.execute from submission to the end of the job (mini-cluster start-up is before
 it, TaskManager/Python start-up inside it); the benchmark takes start-up out by running N and
 k·N windows and dividing the differences. `peak_rss_mib` is the largest resident size of the
-mini-cluster JVM seen (sampled every 0.2 s): JobManager, TaskManager and, in thread mode, the
+mini-cluster JVM seen (sampled every 0.2 s), `jvm_cpu_s` the CPU seconds it used during the job: JobManager, TaskManager and, in thread mode, the
 Python of every operator and its state live in that one process.
 """
 
@@ -58,12 +58,28 @@ def main() -> None:
                 peak[0] = max(peak[0], kb)
 
     threading.Thread(target=sample, daemon=True).start()
+    cpu0 = jvm_cpu_seconds()
     t = time.perf_counter()
     env.execute(f"bench-{args.job}")
     seconds = time.perf_counter() - t
+    cpu = jvm_cpu_seconds() - cpu0
     done.set()
-    print(json.dumps({"job": args.job, "seconds": seconds, "peak_rss_mib": peak[0] / 1024}),
-          flush=True)
+    print(json.dumps({"job": args.job, "seconds": seconds, "jvm_cpu_s": cpu,
+                      "peak_rss_mib": peak[0] / 1024}), flush=True)
+
+
+def jvm_cpu_seconds() -> float:
+    """User + system CPU seconds the mini-cluster JVM(s) used so far: steadier than wall time
+    on a shared machine, and it counts the Python of every operator (thread mode)."""
+    from runners.processes import java_children
+    ticks = 0
+    for pid in java_children(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

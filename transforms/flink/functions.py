@@ -168,11 +168,18 @@ class TenantFunction(KeyedProcessFunction):
         ts = p.trainer
         before_trained, before_steps = self._trained[p.tenant_id]
         if arm:
-            armed = self._armed.setdefault(p.tenant_id, set())
-            for t in p.timers():
-                if t not in armed:
-                    armed.add(t)
-                    ctx.timer_service().register_event_time_timer(t)
+            # Only the timers the pipeline wants now: a release timer a later window made
+            # pointless (the tenant's own frontier released what it waited for) is deleted,
+            # which is cheaper than letting it call back into Python to find nothing to do.
+            armed = self._armed.get(p.tenant_id, set())
+            wanted = set(p.timers())
+            if wanted != armed:
+                service = ctx.timer_service()
+                for t in wanted - armed:
+                    service.register_event_time_timer(t)
+                for t in armed - wanted:
+                    service.delete_event_time_timer(t)
+                self._armed[p.tenant_id] = wanted
         self._save(p)
         if ts.trained != before_trained:
             self._count("trained", ts.trained - before_trained)
