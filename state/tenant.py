@@ -92,11 +92,13 @@ class TenantPipeline:
         return out
 
     def timers(self) -> list[int]:
-        """Event times the engine should have a timer at (setting one twice is harmless)."""
+        """Event times the engine should have a timer at now: the next release, the drain of the
+        ready batches, the next drift judgement. Setting one twice is harmless; one no longer
+        listed may be deleted."""
         out = []
-        nxt = self.replay.next_release_time()
-        if nxt is not None:
-            out.append(nxt)
+        for t in (self.replay.next_release_time(), self.trainer.next_drain_time()):
+            if t is not None:
+                out.append(t)
         if self._pending:
             out.append(self.drift.timer_time(min(self._pending)))
         return out

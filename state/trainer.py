@@ -241,6 +241,11 @@ class TrainerState:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def next_drain_time(self) -> int | None:
+        """Event time after which the ready batches should be trained even if no more arrive:
+        the end of the oldest ready batch's newest window (the engine's timer there drains)."""
+        return max(w.event_time for w in self.ready[0]) if self.ready else None
+
     @property
     def trained(self) -> int:
         return self.counters["trained"]

@@ -5,7 +5,6 @@ snapshot and quarantine records are read back from topics."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.servers import free_port
+from tests.core.servers import free_port, wait_listening
 
 from runners.embedded import DEMO_PROFILE, profile_toml
 from state.config import UpmConfig
@@ -33,17 +32,11 @@ def emulator(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     host = f"127.0.0.1:{port}"
-    deadline = time.time() + 180  # a JVM start on a loaded 2-core machine
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise AssertionError(f"the Pub/Sub emulator did not listen on {port} "
-                                     f"(exit {proc.poll()})") from None
-            time.sleep(0.3)
+    try:
+        wait_listening(port, proc, "the Pub/Sub emulator")
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     old = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = host
     try:

@@ -62,6 +62,21 @@ def moto_s3():
         yield base
 
 
+def wait_listening(port: int, proc, what: str, timeout: float = 180) -> None:
+    """Return once 127.0.0.1:`port` accepts connections; AssertionError if `proc` exits first
+    or `timeout` passes (a JVM start on a loaded 2-core machine takes a while)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError(f"{what} did not listen on {port} (exit {proc.poll()})"
+                                     ) from None
+            time.sleep(0.2)
+
+
 @contextmanager
 def kafka_broker(data_dir):
     """noida-db serving Kafka on a free port, its log in `data_dir`; yields the bootstrap."""
@@ -71,16 +86,11 @@ def kafka_broker(data_dir):
     proc = subprocess.Popen([binary, "start", "--host", "127.0.0.1", "--only", "kafka",
                              "--kafka-port", str(port), "--data-dir", str(data_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError(f"noida-db did not listen on {port} (exit {proc.poll()})")
-            time.sleep(0.2)
+    try:
+        wait_listening(port, proc, "noida-db")
+    except AssertionError:
+        proc.kill()
+        raise
     try:
         yield f"127.0.0.1:{port}"
     finally:
