@@ -21,8 +21,11 @@ test-core: flink-env
 test-flink: flink-env
 	$(FLINK)/bin/python -m pytest -q tests/flink
 
-bench: flink-env
+bench: flink-env beam-env
 	$(FLINK)/bin/python bench/throughput.py
+	$(BEAM)/bin/python bench/backfill.py
+	$(FLINK)/bin/python bench/freshness.py
+	$(FLINK)/bin/python bench/report.py --markdown bench/results/bench.md
 
 bench-backfill: beam-env
 	$(BEAM)/bin/python bench/backfill.py

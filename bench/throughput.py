@@ -149,6 +149,7 @@ def main() -> None:
                                drift_tenant=None)
     lines_many, _ = generate(many)
     state_bytes = tenant_state_bytes(lines_many, cfg)
+    extra = {"state_bytes_per_tenant": state_bytes, "many_tenants": args.many_tenants}
     notes = [f"state per tenant, {args.many_tenants} tenants x 20 windows, at the end of the "
              f"input: {state_bytes:.0f} bytes of parts (keys + values)"]
     if not args.skip_flink:
@@ -175,6 +176,8 @@ def main() -> None:
             many_run = flink_run("upm", files["many"], root / "many", 1)
         many_rate = len(lines_many) / many_run["seconds"]
         four_rate = len(lines_k) / upm1_k["seconds"]
+        extra.update(peak_rss_mib_4_tenants=upm1_k["peak_rss_mib"],
+                     peak_rss_mib_many_tenants=many_run["peak_rss_mib"])
         notes.append(f"TaskManager (mini-cluster JVM) peak RSS: 4 tenants "
                      f"{upm1_k['peak_rss_mib']:.0f} MiB, {args.many_tenants} tenants "
                      f"{many_run['peak_rss_mib']:.0f} MiB")
@@ -211,7 +214,8 @@ def main() -> None:
         print(note)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps({"rows": result, "notes": notes}, indent=2))
+    (out / "throughput.json").write_text(json.dumps({"rows": result, "notes": notes, **extra},
+                                                        indent=2))
 
 
 if __name__ == "__main__":

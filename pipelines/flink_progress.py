@@ -6,8 +6,8 @@ import json
 import urllib.error
 import urllib.request
 
-PROGRESS_METRICS = ("messages_in", "dead_letters", "windows_in", "duplicates", "late", "trained",
-                    "snapshots_written", "quarantines")
+PROGRESS_METRICS = ("messages_in", "dead_letters", "windows_in", "duplicates", "late", "released",
+                    "trained", "snapshots_written", "quarantines")
 
 
 def rest_get(base: str, path: str, timeout: float = 2.0):

@@ -66,7 +66,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trainer.drift_scale": (1e-12, None), "trainer.steps_per_call": (1, 4096),
     "replay.max_buffer_size": _POS, "replay.release_delay_ms": _NONNEG,
     "replay.late_window_tolerance_ms": _NONNEG, "replay.gap_tolerance_ms": _NONNEG,
-    "replay.max_future_ms": _POS,
+    "replay.max_future_ms": _POS, "replay.quiet_release_ms": _NONNEG,
     "drift.window_duration_ms": _POS, "drift.drift_threshold": (0.0, 1.0),
     "drift.sample_size": _POS, "drift.evaluation_interval_ms": _POS,
     "drift.evaluation_delay_ms": _NONNEG, "drift.recovery_ratio": (0.0, 1.0),

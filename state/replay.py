@@ -3,9 +3,10 @@ an event-time-ordered one, dropping duplicates and routing late windows. No I/O,
 
 Time model. Each tenant has its own *frontier*: the largest event time (window_end) seen for it.
 - A window is **held** until the frontier reaches `event_time + release_delay_ms`, then released
-  in event-time order (ties by window_start, window_id). The engine's watermark also releases
-  held windows (`advance(watermark)`), so a tenant that goes quiet is not stuck; at the end of a
-  bounded input the engine watermark reaches +inf and everything held is released.
+  in event-time order (ties by window_start, window_id). The engine's watermark does not release
+  (it is one clock for all tenants, moved by any of them; state/tenant.py): everything held is
+  released at the end of a bounded input, or when the tenant has been quiet for
+  `quiet_release_ms` of processing time (`flush`), so a tenant that stops sending is not stuck.
 - A window whose event time is older than `frontier - late_window_tolerance_ms` is **late**:
   it is counted and returned for the late output, never trained.
 - A window behind what was already released but within the tolerance is released at once
@@ -55,6 +56,7 @@ class ReplayConfig:
     late_window_tolerance_ms: int = 60000
     gap_tolerance_ms: int = 0
     max_future_ms: int = 86_400_000
+    quiet_release_ms: int = 30_000  # processing time without a window before `flush`; 0: never
 
 
 @dataclass
@@ -138,12 +140,8 @@ class ReplayBuffer:
             out.extend(self._release_one())
         return out
 
-    def advance(self, watermark: int) -> ReplayOutput:
-        """The engine's watermark passed `watermark`: release what it makes safe to release."""
-        return self._release_until(watermark - self.config.release_delay_ms)
-
     def flush(self) -> ReplayOutput:
-        """Release everything held (end of a bounded input)."""
+        """Release everything held (end of a bounded input; a quiet tenant)."""
         out = ReplayOutput()
         while self._held:
             out.extend(self._release_one())
@@ -158,12 +156,6 @@ class ReplayBuffer:
     @property
     def remembered(self) -> int:
         return len(self._seen)
-
-    def next_release_time(self) -> int | None:
-        """Event time at which the earliest held window becomes releasable by the watermark."""
-        if not self._held:
-            return None
-        return self._held[0][0][0] + self.config.release_delay_ms
 
     # -- internals -------------------------------------------------------------------------
 

@@ -3,12 +3,20 @@ DriftWindow — as one state machine with one event-time clock. No I/O, no clock
 
 An engine keeps one per key in one keyed operator (no shuffle and no serialization between the
 three steps) and translates: an element into `on_window`/`on_feedback`, an event-time timer
-into `on_timer`, the end of a bounded input into `end`. It arms the timers `timers()` asks for.
+into `on_timer`, `replay.quiet_release_ms` of processing time without a window of the tenant
+into `on_quiet`, the end of a bounded input into `end`. It arms the event-time timers `timers()`
+asks for.
+
+Which windows are released, and in what order, depends only on the tenant's own arrivals: the
+replay rule (its own frontier), the end of input, or the tenant going quiet. The engine's
+watermark never releases: it is one clock for every tenant of the job, and one tenant's window
+from a wrong clock (a day ahead, say) would otherwise release every other tenant's held windows
+in arrival order, whenever that watermark happened to reach the operator.
 
 Order of work, the same as three operators chained by watermarks would give:
-- a timer at time t first releases what the replay rule makes releasable by t, trains the ready
-  micro-batches (so no shadow prediction is still queued), then judges every drift boundary
-  whose evaluation time is at or before t, in boundary order;
+- a timer at time t trains the ready micro-batches (so no shadow prediction is still queued),
+  then judges every drift boundary whose evaluation time is at or before t, in boundary order;
+- `on_quiet(t)` releases everything held, then does what a timer at t does;
 - `end` releases everything held, trains the partial batch, then judges every boundary left.
 
 State. `drain_changes()` gives the parts changed since the last call (state/parts.py), each
@@ -75,7 +83,16 @@ class TenantPipeline:
 
     def on_timer(self, time: int) -> TenantOutput:
         out = TenantOutput()
-        out.replay = self.replay.advance(time)
+        self._take(out, self.trainer.drain())
+        self._judge(out, lambda b: self.drift.timer_time(b) <= time)
+        return out
+
+    def on_quiet(self, time: int) -> TenantOutput:
+        """No window of this tenant arrived for `replay.quiet_release_ms` of processing time
+        (the engine's watermark is at `time`): release what is held, so a tenant that stops
+        sending does not keep its last windows untrained."""
+        out = TenantOutput()
+        out.replay = self.replay.flush()
         for r in out.replay.released:
             self._train(out, r)
         self._take(out, self.trainer.drain())
@@ -92,13 +109,13 @@ class TenantPipeline:
         return out
 
     def timers(self) -> list[int]:
-        """Event times the engine should have a timer at now: the next release, the drain of the
-        ready batches, the next drift judgement. Setting one twice is harmless; one no longer
-        listed may be deleted."""
+        """Event times the engine should have a timer at now: the drain of the ready batches and
+        the next drift judgement. Setting one twice is harmless; one no longer listed may be
+        deleted."""
         out = []
-        for t in (self.replay.next_release_time(), self.trainer.next_drain_time()):
-            if t is not None:
-                out.append(t)
+        t = self.trainer.next_drain_time()
+        if t is not None:
+            out.append(t)
         if self._pending:
             out.append(self.drift.timer_time(min(self._pending)))
         return out

@@ -44,22 +44,43 @@ def stamped(lines):
     return [beam.window.TimestampedValue(x, ts(json.loads(x)["window_end"])) for x in lines]
 
 
-def test_watermark_releases_held_windows_in_order(tmp_path):
-    # arrival order 0 2 1 4 3, then 10: the watermark (not more data) releases them, in
-    # event-time order
+def test_the_watermark_does_not_release_held_windows(tmp_path):
+    # arrival order 0 2 1, 4, 3, 10, with the watermark pushed a day ahead in between (as one
+    # window of another tenant from a wrong clock does): the tenant's own frontier still
+    # decides, so 0..4 are released in event-time order
     def stream():
-        return (TestStream().add_elements(stamped([window(i) for i in (0, 2, 1, 4, 3)]))
-                .advance_watermark_to(ts(T0 + 5000 + 5000))
+        return (TestStream().add_elements(stamped([window(i) for i in (0, 2, 1)]))
+                .advance_watermark_to(ts(T0 + 86_400_000))
+                .add_elements(stamped([window(4)]))
+                .advance_watermark_to(ts(T0 + 86_400_000 + 1))
+                .add_elements(stamped([window(3)]))
                 .add_elements(stamped([window(10)])).advance_watermark_to_infinity())
     rec = run_stream(tmp_path, stream)
-    # Released in event-time order: the one gap seen is the real one (w4 -> w10), so none of
-    # 0..4 was released behind an earlier one; all six were trained.
+    # The one gap seen is the real one (w4 -> w10), so none of 0..4 was released behind an
+    # earlier one; all six were trained.
     gaps = read_records(rec, "gaps")
     assert [(g["before_window_id"], g["after_window_id"]) for g in gaps] == [("w4", "w10")], gaps
     replay = [s for s in read_records(rec, "stats") if s["operator"] == "replay"][0]
     assert replay["counters"]["released"] == 6 and replay["counters"]["reordered"] == 0
     assert sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas")) == [
         "w0", "w1", "w10", "w2", "w3", "w4"]
+
+
+def test_a_quiet_tenant_releases_what_it_holds(tmp_path):
+    # 0 1 3 arrive and are held (the release delay); then no window for longer than
+    # replay.quiet_release_ms of processing time: all three are released, so w2, arriving
+    # after, is behind them (reordered, trained) and the hole w1 -> w3 was a gap when released
+    def stream():
+        return (TestStream().add_elements(stamped([window(i) for i in (0, 1, 3)]))
+                .advance_processing_time(2e9)  # the TestClock starts at 0; the timer is wall time
+                .add_elements(stamped([window(2)])).advance_watermark_to_infinity())
+    rec = run_stream(tmp_path, stream)
+    gaps = read_records(rec, "gaps")
+    assert [(g["before_window_id"], g["after_window_id"]) for g in gaps] == [("w1", "w3")], gaps
+    replay = [s for s in read_records(rec, "stats") if s["operator"] == "replay"][0]
+    assert replay["counters"]["released"] == 4 and replay["counters"]["reordered"] == 1
+    assert sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas")) == [
+        "w0", "w1", "w2", "w3"]
 
 
 def test_late_windows_behind_the_frontier_are_flagged_and_duplicates_dropped(tmp_path):

@@ -55,15 +55,7 @@ def test_windows_are_held_until_frontier_passes_release_delay():
     assert rb.add(w(2)).released == []          # frontier T0+3000
     out = rb.add(w(3))                          # frontier T0+4000 >= w0 end + 3000
     assert [x.window_id for x in out.released] == ["w0"]
-    assert rb.next_release_time() == T0 + 3000 + 3000
-
-
-def test_engine_watermark_releases_a_quiet_tenant():
-    rb = ReplayBuffer("acme", cfg())
-    rb.add(w(0))
-    rb.add(w(1))
-    assert rb.advance(T0 + 1000 + 4999).released == []
-    assert [x.window_id for x in rb.advance(T0 + 2000 + 5000).released] == ["w0", "w1"]
+    assert rb.held == 2
 
 
 def test_late_windows_are_flagged_and_never_released():

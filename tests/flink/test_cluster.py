@@ -72,7 +72,8 @@ def test_submit_watch_metrics_cancel(cluster):
     lines, expected = generate(ScenarioSpec(tenants=2, windows_per_tenant=400, seed=3))
     (inbox / "part-0.jsonl").write_text("\n".join(lines) + "\n")
     out = upm("submit", "--store", str(spec.dir.parent.parent), "--rest-port",
-              str(spec.rest_port), "--input", str(inbox), "--follow")
+              str(spec.rest_port), "--input", str(inbox), "--follow",
+              "--set", "replay.quiet_release_ms=2000")
     job_id = out.split("submitted job ")[1].split()[0]
     assert f"http://127.0.0.1:{spec.rest_port}/" in out
 
@@ -90,6 +91,12 @@ def test_submit_watch_metrics_cancel(cluster):
     assert counters["messages_in"] == len(lines)
     assert counters["dead_letters"] == expected.totals()["dead_letters"]
     assert counters["duplicates"] == expected.totals()["duplicates"]
+    # The input is unbounded and now quiet: each tenant's last windows, held by the release
+    # delay, are released by the quiet timer (the watermark never releases), so every window
+    # that is neither a duplicate nor late is released.
+    tot = expected.totals()
+    wait_for(lambda: upm_counters(spec.rest, job_id).get("released")
+             == windows - tot["duplicates"] - tot["late"], timeout=180)
 
     # per-tenant values, as the web UI shows them, once each tenant's Trainer has taken a step
     trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if "Tenant" in v["name"]][0]

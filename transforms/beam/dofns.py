@@ -69,7 +69,8 @@ class ReplayTrainDoFn(beam.DoFn):
 
     REPLAY = ReadModifyWriteStateSpec("replay_buffer", BytesCoder())
     TRAINER = ReadModifyWriteStateSpec("trainer", BytesCoder())
-    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    DRAIN = TimerSpec("drain", TimeDomain.WATERMARK)
+    QUIET = TimerSpec("quiet", TimeDomain.REAL_TIME)
     FINAL = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, config: UpmConfig, emit_shadow_deltas: bool,
@@ -92,8 +93,8 @@ class ReplayTrainDoFn(beam.DoFn):
         trainer.write(ts.to_bytes())
 
     def process(self, element, replay=beam.DoFn.StateParam(REPLAY),
-                trainer=beam.DoFn.StateParam(TRAINER), release=beam.DoFn.TimerParam(RELEASE),
-                final=beam.DoFn.TimerParam(FINAL)):
+                trainer=beam.DoFn.StateParam(TRAINER), drain=beam.DoFn.TimerParam(DRAIN),
+                quiet=beam.DoFn.TimerParam(QUIET), final=beam.DoFn.TimerParam(FINAL)):
         tenant, (kind, rec) = element
         rb, ts = self._load(replay, trainer, tenant)
         if rb.counters["received"] == 0 and ts.counters["feedback"] == 0:
@@ -106,28 +107,40 @@ class ReplayTrainDoFn(beam.DoFn):
         else:
             replayed = rb.add(rec)
             outs = [ts.on_window(w) for w in replayed.released]
-            self._arm(rb, release)
+            if rb.held and rb.config.quiet_release_ms:
+                # Setting it again moves it: it fires only after that long without a window.
+                quiet.set(Timestamp.now() + rb.config.quiet_release_ms / 1000)
+        self._arm(ts, drain)
         self._save(replay, trainer, rb, ts)
         if replayed is not None:
             yield from self._replay_records(replayed)
         for out in outs:
             yield from self._train_records(tenant, out)
 
-    def _arm(self, rb, release):
-        nxt = rb.next_release_time()
+    def _arm(self, ts, drain):
+        nxt = ts.next_drain_time()
         if nxt is not None:
-            release.set(Timestamp(micros=nxt * 1000))
+            drain.set(Timestamp(micros=nxt * 1000))
 
-    @on_timer(RELEASE)
-    def on_release(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                   replay=beam.DoFn.StateParam(REPLAY), trainer=beam.DoFn.StateParam(TRAINER),
-                   release=beam.DoFn.TimerParam(RELEASE)):
+    @on_timer(DRAIN)
+    def on_drain(self, key=beam.DoFn.KeyParam, replay=beam.DoFn.StateParam(REPLAY),
+                 trainer=beam.DoFn.StateParam(TRAINER), drain=beam.DoFn.TimerParam(DRAIN)):
+        # The ready micro-batches are trained once the watermark passes them (as the Flink
+        # job's timers do), so their shadow predictions reach the DriftMonitor before it judges
+        # their boundary. The watermark never releases held windows (state/tenant.py).
         rb, ts = self._load(replay, trainer, key)
-        replayed = rb.advance(_ms(fired))
-        # Every timer also trains the ready micro-batches (as the Flink job's do), so a quiet
-        # tenant's shadow predictions reach the DriftMonitor before it judges their boundary.
+        out = ts.drain()
+        self._arm(ts, drain)
+        self._save(replay, trainer, rb, ts)
+        yield from self._train_records(key, out)
+
+    @on_timer(QUIET)
+    def on_quiet(self, key=beam.DoFn.KeyParam, replay=beam.DoFn.StateParam(REPLAY),
+                 trainer=beam.DoFn.StateParam(TRAINER), drain=beam.DoFn.TimerParam(DRAIN)):
+        rb, ts = self._load(replay, trainer, key)
+        replayed = rb.flush()
         outs = [ts.on_window(w) for w in replayed.released] + [ts.drain()]
-        self._arm(rb, release)
+        self._arm(ts, drain)
         self._save(replay, trainer, rb, ts)
         yield from self._replay_records(replayed)
         for out in outs:

@@ -1,6 +1,7 @@
 """PyFlink functions of the UPM job. Each is a thin translation: Flink keyed state holds the core
-object's bytes, Flink event-time timers call the core's time methods, and the core's outputs
-become the main output or side outputs (JSON lines). All logic lives in `state/`.
+object's bytes, Flink event-time timers call the core's time methods, a processing-time timer
+tells the core a tenant went quiet, and the core's outputs become the main output or side
+outputs (JSON lines). All logic lives in `state/`.
 
 Elements from Parse to the TenantFunction are `(kind, record)` tuples (kind is "window" or
 "feedback") inside Parse's typed key/event-time envelope (PARSED_TYPE); from the TenantFunction
@@ -13,7 +14,7 @@ import json
 import time
 
 from pyflink.common import Row, Types
-from pyflink.datastream import OutputTag
+from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
 from pyflink.datastream.state import MapStateDescriptor
@@ -107,6 +108,10 @@ class TenantFunction(KeyedProcessFunction):
         self.live: dict[str, TenantPipeline] = {}
         self._trained: dict[str, tuple[int, int]] = {}  # per tenant, as last counted
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
+        # Per tenant, processing time of its last window and of its armed quiet timer. Not
+        # state: after a restore a tenant counts as having just sent (its timer finds no entry).
+        self._last_window_at: dict[str, int] = {}
+        self._quiet_at: dict[str, int] = {}
         self._counts = dict.fromkeys(self.c, 0)  # pushed to the Flink counters after each event
 
     def _load(self, tenant: str) -> TenantPipeline:
@@ -149,10 +154,14 @@ class TenantFunction(KeyedProcessFunction):
         else:
             self._count("windows_in")
             out = p.on_window(rec)
+            self._last_window_at[p.tenant_id] = _now_ms()
         yield from self._finish(p, out, ctx)
 
     def on_timer(self, timestamp, ctx):
         p = self._load(ctx.get_current_key())
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            yield from self._on_quiet_timer(p, timestamp, ctx)
+            return
         self._armed.get(p.tenant_id, set()).discard(timestamp)
         if timestamp == END_OF_INPUT:
             yield from self._finish(p, p.end(), ctx, arm=False)
@@ -163,6 +172,26 @@ class TenantFunction(KeyedProcessFunction):
         if ctx.timer_service().current_watermark() == END_OF_INPUT:
             return  # the input ended: the END_OF_INPUT timer, fired last, does all that is left
         yield from self._finish(p, p.on_timer(timestamp), ctx)
+
+    def _on_quiet_timer(self, p: TenantPipeline, timestamp, ctx):
+        self._quiet_at.pop(p.tenant_id, None)
+        watermark = ctx.timer_service().current_watermark()
+        if watermark == END_OF_INPUT:
+            return
+        last = self._last_window_at.setdefault(p.tenant_id, timestamp)
+        if timestamp - last >= p.replay.config.quiet_release_ms:
+            yield from self._finish(p, p.on_quiet(watermark), ctx)
+        else:
+            self._arm_quiet(p, ctx)
+
+    def _arm_quiet(self, p: TenantPipeline, ctx) -> None:
+        """One processing-time timer per tenant holding windows, at its last window plus
+        `quiet_release_ms`; a timer that finds a newer window re-arms instead of releasing."""
+        quiet = p.replay.config.quiet_release_ms
+        if quiet and p.replay.held and p.tenant_id not in self._quiet_at:
+            at = self._last_window_at.get(p.tenant_id, _now_ms()) + quiet
+            ctx.timer_service().register_processing_time_timer(at)
+            self._quiet_at[p.tenant_id] = at
 
     def _finish(self, p: TenantPipeline, out, ctx, arm: bool = True):
         ts = p.trainer
@@ -180,6 +209,7 @@ class TenantFunction(KeyedProcessFunction):
                 for t in armed - wanted:
                     service.delete_event_time_timer(t)
                 self._armed[p.tenant_id] = wanted
+            self._arm_quiet(p, ctx)
         self._save(p)
         if ts.trained != before_trained:
             self._count("trained", ts.trained - before_trained)

@@ -1,0 +1,134 @@
+"""One table of the last `make bench`: every row of bench/throughput.py (Flink venv),
+bench/backfill.py (Beam venv) and bench/freshness.py (Flink venv), each with its ratio and the
+target of issue 11 it answers. The runtimes never share an environment, so each bench writes
+bench/results/<name>.json and this script (standard library only) joins them.
+
+    python3 bench/report.py [--markdown bench/results/bench.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+IDENTITY = "identity keyed PyFlink job, p=1"
+RIVER = "river StandardScaler|LogisticRegression"
+CORE = "core (parse -> TenantPipeline, TensorFlow)"
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _target(name: str) -> tuple[str, float | None]:
+    """(the target a row answers, the ratio or value it needs), or ("", None)."""
+    if name == "upm flink job, p=1":
+        return "1: >= 0.5x identity", 0.5
+    if name.startswith("core (parse"):
+        return "2: >= 5x River", 5.0
+    if name == "backfill parquet, steady state":
+        return "3: >= 100k windows/s", 100_000
+    if "10000 tenants" in name:
+        return "4: >= 0.5x 4 tenants", 0.5
+    if "dense tenant" in name:
+        return "5: >= 0.5x 4 tenants", 0.5
+    return "", None
+
+
+def rows() -> list[dict]:
+    out = []
+    thr = _load("throughput")
+    if thr:
+        for name, r in thr["rows"].items():
+            out.append({"row": name, "value": r["windows_per_s"], "unit": "windows/s",
+                        "ratio": r["ratio"], "vs": r["vs"]})
+        n = thr.get("many_tenants", 10_000)
+        if "peak_rss_mib_many_tenants" in thr:
+            rss = thr["peak_rss_mib_many_tenants"]
+            out.append({"row": f"mini-cluster JVM peak RSS, {n} tenants (4 tenants: "
+                               f"{thr['peak_rss_mib_4_tenants']:.0f} MiB)", "value": rss,
+                        "unit": "MiB", "ratio": None, "vs": None,
+                        "target": ("4: TaskManager <= 2 GiB", rss <= 2048)})
+        if "state_bytes_per_tenant" in thr:
+            out.append({"row": f"keyed state per tenant, {n} tenants x 20 windows",
+                        "value": thr["state_bytes_per_tenant"], "unit": "bytes", "ratio": None,
+                        "vs": None})
+    bf = _load("backfill")
+    if bf:
+        for name, r in bf.items():
+            label = "backfill: streaming core (same windows)" if name == "streaming core" else name
+            out.append({"row": label, "value": r["messages_per_s"], "unit": "windows/s",
+                        "ratio": None if name == "streaming core" else r["vs_streaming_core"],
+                        "vs": None if name == "streaming core" else
+                        "backfill: streaming core (same windows)"})
+    fr = _load("freshness")
+    if fr:
+        out.append({"row": f"freshness p99 at {fr['rate_msgs_per_s']:.0f} msgs/s from Kafka",
+                    "value": fr["p99_s"], "unit": "s", "ratio": None, "vs": None,
+                    "target": ("6: p99 <= 5 s", fr["p99_s"] <= 5.0)})
+    for r in out:
+        if "target" in r:
+            continue
+        target, need = _target(r["row"])
+        if need is None:
+            r["target"] = ("", None)
+        elif r["unit"] == "windows/s" and need > 100:
+            r["target"] = (target, r["value"] is not None and r["value"] >= need)
+        else:
+            r["target"] = (target, r["ratio"] is not None and r["ratio"] >= need)
+    return out
+
+
+def _fmt(r: dict) -> tuple[str, str, str, str]:
+    v = "n/a" if r["value"] is None else (f"{r['value']:.2f}" if r["unit"] == "s"
+                                          else f"{r['value']:,.0f}")
+    ratio = f"{r['ratio']:.2f}x {r['vs']}" if r["ratio"] is not None else ""
+    target, met = r["target"]
+    verdict = "" if met is None else ("met" if met else "missed")
+    return f"{v} {r['unit']}", ratio, target, verdict
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {_cpu()}, {time.strftime('%Y-%m-%d', time.gmtime())}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    args = ap.parse_args()
+    table = rows()
+    if not table:
+        raise SystemExit("no results in bench/results: run `make bench`")
+    print(f"UPM benchmark, {machine()}")
+    print(f"{'row':<60}{'measured':>18}  {'target':<22}{'':<8}ratio")
+    for r in table:
+        value, ratio, target, verdict = _fmt(r)
+        print(f"{r['row']:<60}{value:>18}  {target:<22}{verdict:<8}{ratio}")
+    if args.markdown:
+        lines = [f"Machine: {machine()}.", "", "| row | measured | ratio | target | |",
+                 "|---|---:|---|---|---|"]
+        for r in table:
+            value, ratio, target, verdict = _fmt(r)
+            cells = (r["row"], value, ratio, target, verdict)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        args.markdown.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
