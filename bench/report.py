@@ -68,7 +68,7 @@ def rows() -> list[dict]:
         if "state_bytes_per_tenant" in thr:
             out.append({"row": f"keyed state per tenant, {n} tenants x 20 windows",
                         "value": thr["state_bytes_per_tenant"], "unit": "bytes", "ratio": None,
-                        "vs": None})
+                        "vs": None, "target": ("", None)})
     bf = _load("backfill")
     if bf:
         for name, r in bf.items():
