@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from model.hashing import FeatureHasher
+from model import standardize
 from model.network import ModelConfig, learner_for
 from model.registry import Registry, tenant_entry
 from model.signing import SignatureError, Verifier
@@ -35,10 +36,21 @@ class ServingModel:
     model: ModelConfig
     params: dict[str, np.ndarray]
     loaded_at: int
+    norm: dict[str, np.ndarray] | None = None  # the trainer's input statistics, if it kept them
+
+    @classmethod
+    def from_snapshot(cls, snap, loaded_at: int) -> "ServingModel":
+        model = ModelConfig(**snap.manifest["model"])
+        norm = standardize.stats_of(snap.arrays, model.input_width) if model.standardize else None
+        return cls(snap.manifest["snapshot_id"], int(snap.manifest["version"]), model,
+                   {k: snap.arrays[k] for k in model.param_names}, loaded_at, norm)
 
     def predict(self, rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         x = FeatureHasher(self.model.input_width).transform(rows)
-        return learner_for(self.model).predict(self.params, x)
+        pred, emb = learner_for(self.model).predict(self.params,
+                                                    standardize.predict_inputs(self.norm, x))
+        numeric = self.model.prediction_kind == "numeric"
+        return standardize.predict_outputs(self.norm, pred, numeric), emb
 
 
 @dataclass
@@ -137,10 +149,7 @@ class Adapter:
         data = self.store.get_bytes(entry["uri"])
         self.verifier.verify(snapshot_id, entry["sha256"], entry.get("signature"))
         snap = decode(data, entry["sha256"])
-        model = ModelConfig(**snap.manifest["model"])
-        params = {k: snap.arrays[k] for k in model.param_names}
-        return ServingModel(snapshot_id, int(snap.manifest["version"]), model, params,
-                            self.registry.now_ms())
+        return ServingModel.from_snapshot(snap, self.registry.now_ms())
 
     def _report(self, target: str, entry: dict, error: str | None) -> None:
         served = self.current

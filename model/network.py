@@ -56,6 +56,7 @@ class ModelConfig:
     seed: int = 0
     device: str = "auto"
     jit: str = "auto"  # XLA: auto = on for GPU, off for CPU (measured: per-call overhead wins on CPU)
+    standardize: bool = True  # inputs standardized online (model/standardize.py)
 
     def __post_init__(self):
         if self.head not in HEADS:

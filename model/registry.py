@@ -10,7 +10,9 @@ Document (`<store root>/registry/models.json`):
         "artifacts": {id: {uri, sha256, size_bytes, format, compression, signature,
                            lineage: {tenant_id, trainer_id, version, mode, window_start,
                                      window_end, parent_snapshot_id},
-                           metrics: {loss, drift_p95, drift_samples},
+                           metrics: {loss, drift_p95, drift_samples, and the prequential
+                           scores of the snapshot's interval: n, accuracy, log_loss, brier,
+                           mae, rmse (state/prequential.py)},
                            registered_at, quarantined: bool}},
         "quarantine": {...} | null,
         "drift_trend": [[window_end ms, p95, samples, snapshot_id], ...],  the last 1000
@@ -250,7 +252,8 @@ class Registry:
             "lineage": {k: record.get(k) for k in (
                 "tenant_id", "trainer_id", "version", "mode", "window_start", "window_end",
                 "parent_snapshot_id", "windows_trained")},
-            "metrics": {"loss": record.get("loss"), "drift_p95": None, "drift_samples": 0},
+            "metrics": {"loss": record.get("loss"), "drift_p95": None, "drift_samples": 0,
+                        **(record.get("scores") or {})},
             "created_at": record.get("created_at"), "registered_at": self.now_ms(),
             "quarantined": False}
         t["history"].append(self._event("register", None, None, sid, "upm-stream",

@@ -34,7 +34,8 @@ def summarize(records_dir: str | Path) -> dict:
         "windows_in": 0, "trained": 0, "duplicates": 0, "late": 0, "dead_letters": 0,
         "pending": 0, "paused_skipped": 0, "gaps": 0, "feedback_in": 0, "snapshots": 0,
         "last_version": 0, "last_sha256": None, "last_snapshot_id": None, "loss": None,
-        "drift_p95": None, "quarantines": 0, "recoveries": 0, "snapshots_refused": 0})
+        "drift_p95": None, "quarantines": 0, "recoveries": 0, "snapshots_refused": 0,
+        "scores": {}})
     unattributed = 0
     for s in read_records(records_dir, "stats"):
         t, c = tenants[s["tenant_id"]], s["counters"]
@@ -49,6 +50,7 @@ def summarize(records_dir: str | Path) -> dict:
             t["paused_skipped"] += c["paused_skipped"]
             t["feedback_in"] += c["feedback"]
             t["loss"] = s.get("loss")
+            t["scores"] = s.get("scores") or {}
         elif s["operator"] == "drift":
             t["drift_p95"] = s.get("drift_p95")
     for d in read_records(records_dir, "dead_letters"):
@@ -90,13 +92,13 @@ def balanced(counts: dict) -> bool:
 
 def format_table(summary: dict) -> str:
     cols = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending", "snapshots",
-            "last_version", "drift_p95", "quarantines")
+            "last_version", "accuracy", "mae", "drift_p95", "quarantines")
     head = ["tenant", *cols, "last_sha256", "ok"]
     rows = []
     for name, t in [*summary["tenants"].items(), ("TOTAL", summary["totals"])]:
         cells = [name]
         for c in cols:
-            v = t.get(c)
+            v = t.get(c, t.get("scores", {}).get(c))  # accuracy, mae: prequential, per tenant
             cells.append("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
         cells.append((t.get("last_sha256") or "-")[:12])
         cells.append("yes" if t["balanced"] else "NO")

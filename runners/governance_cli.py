@@ -57,8 +57,8 @@ def cmd_registry(args) -> int:
             raise UserError(f"no tenant {t!r} in the registry of {args.store} (tenants: {known})",
                             exit_code=1)
     if args.action == "list":
-        print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'drift p95':>11}"
-              f"{'samples':>9}  stages")
+        print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'acc':>8}"
+              f"{'mae':>10}{'drift p95':>11}{'samples':>9}  stages")
         for t in tenants:
             e = doc["tenants"][t]
             for aid, a in sorted(e["artifacts"].items()):
@@ -67,7 +67,8 @@ def cmd_registry(args) -> int:
                     " rolled-back" if a.get("rolled_back") else "")
                 m = a["metrics"]
                 print(f"{t:<12}{aid:<20}{a['lineage']['version']:>5}{a['lineage']['mode'] or '-':>9}"
-                      f"{_num(m.get('loss')):>10}{_num(m.get('drift_p95')):>11}"
+                      f"{_num(m.get('loss')):>10}{_num(m.get('accuracy')):>8}"
+                      f"{_num(m.get('mae')):>10}{_num(m.get('drift_p95')):>11}"
                       f"{m.get('drift_samples', 0):>9}  {','.join(at)}{flags}")
     elif args.action == "show":
         print(json.dumps({t: doc["tenants"][t] for t in tenants}, indent=2))

@@ -231,6 +231,7 @@ class SnapshotRecord(Record):
     compression: str
     signature: str | None = None
     parent_snapshot_id: str | None = None
+    scores: dict | None = None  # prequential scores of the windows since the parent snapshot
     event: ClassVar[str] = "ai.upm.snapshot.created"
     _time_fields: ClassVar[tuple[str, ...]] = ("created_at", "window_start", "window_end")
 

@@ -30,10 +30,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from model.hashing import FeatureHasher
+from model import standardize
 from model.network import ModelConfig, init_params, init_slots, learner_for
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
 from state.drift import drift_scores
 from state.parts import Changes
+from state.prequential import Prequential
 from state.records import FeatureWindow, Feedback, ShadowDelta
 
 MODES = ("shadow", "canary", "active", "backfill")
@@ -97,6 +99,7 @@ class TrainerState:
         self.config = config
         self.params = init_params(model)
         self.slots = init_slots(self.params)
+        self.norm = standardize.init_stats(model.input_width) if model.standardize else None
         self.step = 0
         self.version = 0
         self.last_snapshot_id: str | None = None
@@ -104,6 +107,10 @@ class TrainerState:
         self.range_start: int | None = None
         self.range_end: int | None = None
         self.last_loss = float("nan")
+        # Prequential scores of the shadow predictions: since the start, and since the last
+        # snapshot (the interval a snapshot's manifest reports).
+        self.score_total = Prequential()
+        self.score_interval = Prequential()
         self.paused = False
         self.batch: list[FeatureWindow] = []
         self.ready: list[list[FeatureWindow]] = []  # full batches, oldest first, not yet trained
@@ -193,20 +200,21 @@ class TrainerState:
             k = min(room, n - i) // size
             if k >= 2:
                 rows = k * size
-                xs = x[i:i + rows].reshape(k, size, -1)
+                xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [size] * k)
                 self.params, self.slots, losses, preds = learner.update_many(
-                    self.params, self.slots, self.step, xs, y[i:i + rows].reshape(k, size),
-                    self.config.learning_rate)
+                    self.params, self.slots, self.step, xs.reshape(k, size, -1),
+                    ys.reshape(k, size), self.config.learning_rate)
                 loss = float(losses[-1])
             else:
                 rows = min(size, room, n - i)
                 if rows < min(size, room) and not final:
                     break
+                xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [rows])
                 self.params, self.slots, loss, preds = learner.update(
-                    self.params, self.slots, self.step, x[i:i + rows], y[i:i + rows],
-                    self.config.learning_rate)
+                    self.params, self.slots, self.step, xs, ys, self.config.learning_rate)
                 k = 1
-            out.predictions[i:i + rows] = preds.reshape(-1)
+            out.predictions[i:i + rows] = self._outputs(preds.reshape(-1), back)
+            self._score(out.predictions[i:i + rows], y[i:i + rows])
             self.counters["windows"] += rows
             self._account(k, rows, loss, int(window_start[i]), int(window_end[i:i + rows].max()))
             i += rows
@@ -256,8 +264,27 @@ class TrainerState:
         return len(self.awaiting) + self.counters["label_expired"]
 
     def predict(self, rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        x = _hasher(self.model.input_width).transform(rows)
-        return learner_for(self.model).predict(self.params, x)
+        return self.predict_hashed(_hasher(self.model.input_width).transform(rows))
+
+    def predict_hashed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pred, emb = learner_for(self.model).predict(self.params,
+                                                    standardize.predict_inputs(self.norm, x))
+        numeric = self.model.prediction_kind == "numeric"
+        return standardize.predict_outputs(self.norm, pred, numeric), emb
+
+    def _inputs(self, x: np.ndarray, y: np.ndarray, sizes: list[int]):
+        """Consecutive micro-batches as the model takes them: inputs (and a numeric head's
+        targets) standardized by the statistics before each batch, which is then counted
+        (model/standardize.py). Returns x, y and how to scale predictions back (or None)."""
+        if self.norm is None:
+            return x, y, None
+        numeric = self.model.prediction_kind == "numeric"
+        xs, ys, back, self.norm = standardize.transform_batches(self.norm, x, y, sizes, numeric)
+        return xs, ys, back if numeric else None
+
+    @staticmethod
+    def _outputs(preds: np.ndarray, back) -> np.ndarray:
+        return preds if back is None else standardize.unscale(preds, back)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -290,10 +317,11 @@ class TrainerState:
         x = _hasher(self.model.input_width).transform([w.features for w in windows])
         y = np.array([w.label for w in windows], dtype=np.float32)
         learner = learner_for(self.model)
-        if self.paused:
-            preds, _ = learner.predict(self.params, x)
+        if self.paused:  # scored, not learned from: the statistics are not counted either
+            preds, _ = self.predict_hashed(x)
             self.counters["paused_skipped"] += len(windows)
         else:
+            x, y, back = self._inputs(x, y, [len(b) for b in batches])
             preds = np.empty(len(windows), np.float32)
             size = len(batches[0])
             k = len(batches) if len(batches[-1]) == size else len(batches) - 1
@@ -315,9 +343,11 @@ class TrainerState:
                 preds[lo:hi] = p
                 self._account(1, len(b), loss, b[0].window_start, max(w.window_end for w in b))
                 lo = hi
+            preds = self._outputs(preds, back)
         out = TrainerOutput()
         kind = self.model.prediction_kind
         truth = np.array([w.label for w in windows], np.float64)
+        self._score(preds, truth)
         scores = drift_scores(preds, truth, kind, self.config.drift_scale).tolist()
         for w, p, score in zip(windows, preds.tolist(), scores):
             out.deltas.append(ShadowDelta(
@@ -328,6 +358,16 @@ class TrainerState:
         if self.since_snapshot >= self.config.snapshot_interval:
             out.snapshots.append(self._cut_snapshot())
         return out
+
+    def _score(self, preds, truth) -> None:
+        # Labels as the block path holds them (float32), so both paths score alike.
+        kind, truth = self.model.prediction_kind, np.asarray(truth, np.float32)
+        self.score_total.add(preds, truth, kind)
+        self.score_interval.add(preds, truth, kind)
+
+    def scores(self) -> dict:
+        """Prequential scores since the start (state/prequential.py)."""
+        return self.score_total.scores(self.model.prediction_kind)
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
         """The bookkeeping of `steps` trained micro-batches of `rows` windows in all (streaming
@@ -342,7 +382,8 @@ class TrainerState:
         self.range_end = max(self.range_end or 0, end)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {**self.params, **{"slot_" + k: v for k, v in self.slots.items()}}
+        return {**self.params, **{"slot_" + k: v for k, v in self.slots.items()},
+                **(self.norm or {})}
 
     def _cut_snapshot(self) -> Snapshot:
         self.changes.mark("m")
@@ -354,8 +395,12 @@ class TrainerState:
             "window_start": self.range_start, "window_end": self.range_end,
             "created_at": self.range_end, "windows_trained": self.counters["trained"],
             "windows_in_snapshot": self.since_snapshot, "steps": self.step,
-            "metrics": {"loss": self.last_loss}, "parent_snapshot_id": self.last_snapshot_id,
+            "metrics": {"loss": self.last_loss,
+                        "prequential": self.score_interval.scores(self.model.prediction_kind),
+                        "prequential_total": self.scores()},
+            "parent_snapshot_id": self.last_snapshot_id,
         }
+        self.score_interval = Prequential()
         snap = Snapshot(manifest=manifest, arrays=self._arrays())
         self.last_snapshot_id = sid
         self.since_snapshot = 0
@@ -381,7 +426,8 @@ class TrainerState:
             "last_loss": None if self.last_loss != self.last_loss else self.last_loss,  # NaN
             "paused": self.paused, "counters": self.counters,
             "ready_sizes": [len(b) for b in self.ready], "queue_start": self.queue_start,
-            "arrivals": self.arrivals,
+            "arrivals": self.arrivals, "score_total": self.score_total.to_list(),
+            "score_interval": self.score_interval.to_list(),
         }
 
     def _queued(self) -> list[FeatureWindow]:
@@ -460,10 +506,14 @@ class TrainerState:
                  meta["trainer_id"])
         ts.params = {k: arrays[k] for k in ts.model.param_names}
         ts.slots = {k[len("slot_"):]: arrays[k] for k in arrays if k.startswith("slot_")}
+        if ts.model.standardize:
+            ts.norm = standardize.stats_of(arrays, ts.model.input_width)
         for k in ("step", "version", "last_snapshot_id", "since_snapshot", "range_start",
                   "range_end", "paused", "queue_start", "arrivals"):
             setattr(ts, k, meta[k])
         ts.last_loss = float("nan") if meta["last_loss"] is None else meta["last_loss"]
+        ts.score_total = Prequential.from_list(meta.get("score_total"))  # absent: earlier code
+        ts.score_interval = Prequential.from_list(meta.get("score_interval"))
         ts.counters.update(meta["counters"])
         ts.changes = Changes()  # what was read is what the engine holds
         queued = meta["queued"]
@@ -483,6 +533,8 @@ class TrainerState:
         """Warm start from a snapshot: weights, optimizer slots and the version sequence."""
         self.params = {k: snap.arrays[k] for k in self.model.param_names}
         self.slots = {k[len("slot_"):]: v for k, v in snap.arrays.items() if k.startswith("slot_")}
+        if self.model.standardize:
+            self.norm = standardize.stats_of(snap.arrays, self.model.input_width)
         self.changes.mark("w")
         self.changes.mark("m")
         self.version = int(snap.manifest["version"])

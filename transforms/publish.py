@@ -27,7 +27,8 @@ def trainer_stats(ts) -> str:
     return _stats("trainer", ts.tenant_id, ts.counters, pending=ts.pending,
                   awaiting_label=len(ts.awaiting), version=ts.version,
                   last_snapshot_id=ts.last_snapshot_id,
-                  loss=None if ts.last_loss != ts.last_loss else ts.last_loss)
+                  loss=None if ts.last_loss != ts.last_loss else ts.last_loss,
+                  scores=ts.scores())
 
 
 def drift_stats(dw) -> str:
@@ -69,7 +70,7 @@ class SnapshotPublisher:
             windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
             sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
             compression=stored.compression, signature=signature,
-            parent_snapshot_id=m["parent_snapshot_id"])
+            parent_snapshot_id=m["parent_snapshot_id"], scores=m["metrics"].get("prequential"))
 
     def publish_or_refuse(self, snap: Snapshot) -> tuple[SnapshotRecord | None, str | None]:
         """(record, None), or (None, a `upm.snapshot.refused` record) when the store already

@@ -135,10 +135,7 @@ def test_predictions_never_see_a_half_loaded_model(tmp_path):
     for sid in ids:
         snap = w.snaps["acme"][ids.index(sid)]
         from model.adapter import ServingModel
-        from model.network import ModelConfig
-        mc = ModelConfig(**snap.manifest["model"])
-        expected[sid] = ServingModel(sid, 0, mc, {k: snap.arrays[k] for k in mc.param_names},
-                                     0).predict(ROWS)[0]
+        expected[sid] = ServingModel.from_snapshot(snap, 0).predict(ROWS)[0]
     synced = threading.Event()
     seen = []  # index in ids of the model each prediction came from (-1: none of them)
 

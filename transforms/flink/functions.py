@@ -215,6 +215,9 @@ class TenantFunction(KeyedProcessFunction):
             self._count("trained", ts.trained - before_trained)
             self._count("steps", ts.counters["steps"] - before_steps)
             self.tenant_values.set(p.tenant_id, "loss_micro", ts.last_loss * 1e6)
+            for name, value in ts.scores().items():  # prequential, since the start
+                if name != "n" and value is not None:
+                    self.tenant_values.set(p.tenant_id, name + "_micro", value * 1e6)
         self._trained[p.tenant_id] = (ts.trained, ts.counters["steps"])
         r = out.replay
         for w, reason in r.refused:

@@ -1,0 +1,202 @@
+"""Learning quality: prequential (test-then-train) scores of the UPM core against River and
+Vowpal Wabbit on the same rows in the same order, on data that ships inside a package
+(scikit-learn's bundled sets, River's bundled sets and synthetic generators; nothing is
+downloaded).
+
+    .venv-flink/bin/python bench/quality.py [--rows 5000]
+
+Each data set is one tenant: row i becomes a FeatureWindow 1 s after row i-1, with its label,
+and goes through the engine-free core (pipelines/local_job.py: ReplayBuffer -> TrainerState ->
+DriftWindow) with
+  - "defaults": `UpmConfig()` with only the head set for the task (logistic for a binary label,
+    linear for a number): what a user gets without tuning;
+  - "user":     the config of issue 12's report (learning rate 0.01, batch 8).
+Every window's shadow prediction (made by weights that have not seen it) is scored against its
+label. Binary: accuracy (threshold 0.5) and log loss; regression: MAE. River:
+`StandardScaler | LogisticRegression(SGD(0.05))` / `StandardScaler | LinearRegression()`;
+VW: `--loss_function logistic --link logistic` / squared loss. The quarantine column counts the
+drift quarantines the defaults raise on the stream (the sets without a concept change should
+raise none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from pipelines.local_job import run_local  # noqa: E402
+from state.config import UpmConfig  # noqa: E402
+
+T0 = 1_800_000_000_000
+
+
+# -- data sets: (name, task, rows of (features, target)) ------------------------------------------
+
+def _shuffled(X, y, seed=0):
+    order = np.random.default_rng(seed).permutation(len(y))
+    return [({f"f{j}": float(v) for j, v in enumerate(X[i])}, float(y[i])) for i in order]
+
+
+def datasets(n_synth: int):
+    from river import datasets as rd
+    from river.datasets import synth
+    from sklearn import datasets as sk
+
+    out = []
+    bc = sk.load_breast_cancer()
+    out.append(("breast_cancer (sklearn)", "binary", _shuffled(bc.data, bc.target)))
+    wine = sk.load_wine()
+    out.append(("wine class 0 vs rest (sklearn)", "binary",
+                _shuffled(wine.data, (wine.target == 0).astype(float))))
+    digits = sk.load_digits()
+    out.append(("digits < 5 (sklearn)", "binary",
+                _shuffled(digits.data, (digits.target < 5).astype(float))))
+    out.append(("phishing (river)", "binary",
+                [(dict(x), float(y)) for x, y in rd.Phishing()]))
+    out.append(("bananas (river)", "binary", [(dict(x), float(y)) for x, y in rd.Bananas()]))
+    out.append(("SEA variant 0 (river synth)", "binary",
+                [(dict(x), float(y)) for x, y in synth.SEA(variant=0, seed=1).take(n_synth)]))
+    out.append(("hyperplane 10-d (river synth)", "binary",
+                [(dict(x), float(y)) for x, y in
+                 synth.Hyperplane(seed=1, n_features=10, noise_percentage=0.05).take(n_synth)]))
+    diabetes = sk.load_diabetes()
+    out.append(("diabetes (sklearn)", "regression", _shuffled(diabetes.data, diabetes.target)))
+    out.append(("trump approval (river)", "regression",
+                [(dict(x), float(y)) for x, y in rd.TrumpApproval()]))
+    out.append(("friedman (river synth)", "regression",
+                [(dict(x), float(y)) for x, y in synth.Friedman(seed=1).take(n_synth)]))
+    return out
+
+
+def _clean(x: dict) -> dict:
+    return {str(k).replace(" ", "_"): float(v) for k, v in x.items()}
+
+
+# -- learners ----------------------------------------------------------------------------------
+
+def upm_predictions(tenant: str, rows, cfg: UpmConfig):
+    lines = []
+    for i, (x, y) in enumerate(rows):
+        s = T0 + i * 1000
+        lines.append(json.dumps({"window_id": f"r{i}", "tenant_id": tenant, "window_start": s,
+                                 "window_end": s + 1000, "features": _clean(x), "label": y}))
+    run = run_local(lines, cfg, keep_deltas=True)
+    by_id = {d.prediction_id: d.shadow_prediction for d in run.deltas}
+    preds = np.array([by_id[f"r{i}"] for i in range(len(rows))])
+    quarantines = sum(len(t.quarantines) for t in run.tenants.values())
+    return preds, quarantines
+
+
+def river_predictions(task: str, rows):
+    from river import linear_model, optim, preprocessing
+
+    if task == "binary":
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression(optim.SGD(0.05))
+        predict = lambda x: model.predict_proba_one(x).get(True, 0.0)  # noqa: E731
+        learn = lambda x, y: model.learn_one(x, y > 0.5)  # noqa: E731
+    else:
+        model = preprocessing.StandardScaler() | linear_model.LinearRegression()
+        predict, learn = model.predict_one, model.learn_one
+    out = []
+    for x, y in rows:
+        out.append(predict(x))
+        learn(x, y)
+    return np.array(out, dtype=float)
+
+
+def vw_predictions(task: str, rows):
+    try:
+        from vowpalwabbit import Workspace
+    except ImportError:
+        return None
+    args = "--loss_function logistic --link logistic --quiet" if task == "binary" else "--quiet"
+    vw = Workspace(args)
+    out = []
+    for x, y in rows:
+        feats = " ".join(f"{k}:{v}" for k, v in _clean(x).items())
+        label = (1 if y > 0.5 else -1) if task == "binary" else y
+        out.append(vw.predict(f"| {feats}"))
+        vw.learn(f"{label} | {feats}")
+    vw.finish()
+    return np.array(out, dtype=float)
+
+
+# -- scores ------------------------------------------------------------------------------------
+
+def scores(task: str, preds, ys) -> dict:
+    if preds is None:
+        return {}
+    if task == "binary":
+        p = np.clip(preds, 1e-7, 1 - 1e-7)
+        return {"accuracy": float(np.mean((preds >= 0.5) == (ys > 0.5))),
+                "log_loss": float(-np.mean(ys * np.log(p) + (1 - ys) * np.log(1 - p)))}
+    return {"mae": float(np.mean(np.abs(preds - ys)))}
+
+
+def configs() -> dict[str, dict]:
+    return {"defaults": {}, "user": {"trainer": {"learning_rate": 0.01, "batch_size": 8}}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=5000, help="rows of each synthetic stream")
+    args = ap.parse_args()
+    results = []
+    for name, task, rows in datasets(args.rows):
+        ys = np.array([y for _, y in rows])
+        head = "logistic" if task == "binary" else "linear"
+        row = {"dataset": name, "task": task, "rows": len(rows)}
+        for label, profile in configs().items():
+            cfg = UpmConfig.from_dict({**profile, "model": {"head": head}})
+            preds, q = upm_predictions(f"t{len(results)}", rows, cfg)
+            row[f"upm_{label}"] = scores(task, preds, ys)
+            row[f"quarantines_{label}"] = q
+        row["river"] = scores(task, river_predictions(task, rows), ys)
+        row["vw"] = scores(task, vw_predictions(task, rows), ys)
+        results.append(row)
+        print(_line(row), flush=True)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "quality.json").write_text(json.dumps(results, indent=2))
+    (HERE / "results" / "quality.md").write_text(markdown(results))
+
+
+def markdown(results) -> str:
+    lines = ["| data set | rows | metric | UPM defaults | UPM user config | River | VW | "
+             "gap, defaults vs River | quarantines (defaults) |", "|---|---:|---|---:|---:|---:|"
+             "---:|---:|---:|"]
+    for row in results:
+        metric = "accuracy" if row["task"] == "binary" else "mae"
+        vals = [row[k].get(metric) if row[k] else None
+                for k in ("upm_defaults", "upm_user", "river", "vw")]
+        d, r = vals[0], vals[2]
+        gap = (f"{(d - r) * 100:+.1f} points" if metric == "accuracy"
+               else f"{(d / r - 1) * 100:+.0f}%")
+        cells = [row["dataset"], str(row["rows"]), metric,
+                 *("-" if v is None else f"{v:.3f}" for v in vals), gap,
+                 str(row["quarantines_defaults"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _line(row) -> str:
+    metric = "accuracy" if row["task"] == "binary" else "mae"
+    get = lambda k: row[k].get(metric, math.nan) if row[k] else math.nan  # noqa: E731
+    d, u, r, v = get("upm_defaults"), get("upm_user"), get("river"), get("vw")
+    gap = (d - r) * 100 if metric == "accuracy" else (d / r - 1) * 100
+    unit = "points" if metric == "accuracy" else "% MAE"
+    return (f"{row['dataset']:<34}{row['rows']:>6}  {metric:<8} upm defaults {d:8.3f}  "
+            f"upm user {u:8.3f}  river {r:8.3f}  vw {v:8.3f}  gap vs river {gap:+6.1f} {unit}  "
+            f"quarantines {row['quarantines_defaults']}/{row['quarantines_user']}")
+
+
+if __name__ == "__main__":
+    main()

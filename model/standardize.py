@@ -1,0 +1,115 @@
+"""Online standardization of hashed inputs: per input coordinate, the running count, sum and sum
+of squares of the values seen, and the transform (x - mean) / std that uses them.
+
+Numeric heads standardize their targets the same way (River's TargetStandardScaler): the model
+learns (y - mean) / std and its predictions are scaled back, so a target in the hundreds is
+not hundreds of fixed-size optimizer steps away from the initial bias of 0.
+
+Features arrive with their natural scales (a latency in ms beside a ratio in [0, 1]); a linear
+model trained by a fixed step size learns poorly from them, which is why River's default pipeline
+puts a StandardScaler first. Here the statistics live in the hashed space (one per coordinate of
+`input_width`, so memory is bounded whatever the feature names). Every row counts in every
+coordinate: hashing cannot tell a feature sent as 0 from one not sent, and counting only the
+non-zero values was measured to be worse (a feature taking 0, 0.5 and 1 came out as 0, -1 and
++1: no longer monotonic; phishing 0.76 accuracy against River's 0.89).
+
+The statistics are plain float64 arrays owned by the caller (the trainer's state, every
+snapshot's arrays), so an adapter predicts exactly as the trainer did. Test-then-train: a
+micro-batch is transformed with the statistics of the batches before it, then counted. Batches
+are counted one at a time in order, so any grouping of the same batches gives bit-identical
+statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAMES = ("norm_n", "norm_sum", "norm_sumsq", "norm_y")
+
+
+def init_stats(width: int) -> dict[str, np.ndarray]:
+    """Per input coordinate: count, sum, sum of squares; `norm_y` [count, sum, sum of squares]
+    of the targets (used by numeric heads, whose targets have natural scales too)."""
+    return {**{k: np.zeros(width, np.float64) for k in NAMES[:3]},
+            "norm_y": np.zeros(3, np.float64)}
+
+
+def stats_of(arrays: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """The statistics kept in a snapshot's arrays (none yet, in one made before they existed)."""
+    if all(k in arrays for k in NAMES):
+        return {k: np.asarray(arrays[k], np.float64) for k in NAMES}
+    return init_stats(width)
+
+
+def predict_inputs(stats: dict[str, np.ndarray] | None, x: np.ndarray) -> np.ndarray:
+    return x if stats is None else transform(stats, x)
+
+
+def predict_outputs(stats: dict[str, np.ndarray] | None, predictions: np.ndarray,
+                    numeric: bool) -> np.ndarray:
+    """A numeric head's predictions in target units (the model learned standardized ones)."""
+    if stats is None or not numeric:
+        return predictions
+    mean, std = target_scale(stats)
+    return (np.asarray(predictions, np.float64) * std + mean).astype(np.float32)
+
+
+def transform(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """x [rows, width] standardized by `stats`: (x - mean) / std per coordinate, and 0 where
+    the spread is not known yet (no row counted, or one value only), as River's StandardScaler
+    does. Passing a raw value through instead would let a feature in the thousands make one
+    huge first gradient, which Adam's second moment remembers for thousands of steps
+    (measured: accuracy 0.73 instead of 0.93)."""
+    n = stats["norm_n"]
+    safe_n = np.where(n > 0, n, 1.0)
+    mean = stats["norm_sum"] / safe_n
+    var = np.maximum(stats["norm_sumsq"] / safe_n - mean * mean, 0.0)
+    spread = var > 0
+    inv = np.where(spread, 1.0 / np.sqrt(np.where(spread, var, 1.0)), 0.0)
+    return ((x.astype(np.float64) - mean) * inv).astype(np.float32)
+
+
+def target_scale(stats: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(mean, std) of the targets counted so far; (0, 1) before any, std 1 while constant."""
+    n, s, ss = (float(v) for v in stats["norm_y"])
+    if n == 0:
+        return 0.0, 1.0
+    mean = s / n
+    var = max(ss / n - mean * mean, 0.0)
+    return mean, (var ** 0.5 if var > 0 else 1.0)
+
+
+def update(stats: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
+           ) -> dict[str, np.ndarray]:
+    """The statistics after counting the rows of x and targets y (one micro-batch)."""
+    x64, y64 = x.astype(np.float64), np.asarray(y, np.float64)
+    return {"norm_n": stats["norm_n"] + len(x64),
+            "norm_sum": stats["norm_sum"] + x64.sum(axis=0),
+            "norm_sumsq": stats["norm_sumsq"] + (x64 * x64).sum(axis=0),
+            "norm_y": stats["norm_y"] + np.array([len(y64), y64.sum(), (y64 * y64).sum()])}
+
+
+def transform_batches(stats: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, sizes,
+                      scale_target: bool):
+    """Consecutive micro-batches of x, y (row counts `sizes`), each transformed by the
+    statistics of those before it, then counted. Returns the transformed rows, the targets
+    (standardized too with `scale_target`), the (mean, std) each row's prediction is to be
+    scaled back with, and the new statistics."""
+    xs = np.empty_like(x, dtype=np.float32)
+    ys = np.array(y, np.float32)
+    back = np.empty((len(y), 2), np.float64)
+    lo = 0
+    for size in sizes:
+        hi = lo + size
+        xs[lo:hi] = transform(stats, x[lo:hi])
+        mean, std = target_scale(stats) if scale_target else (0.0, 1.0)
+        ys[lo:hi] = ((np.asarray(y[lo:hi], np.float64) - mean) / std).astype(np.float32)
+        back[lo:hi] = (mean, std)
+        stats = update(stats, x[lo:hi], y[lo:hi])
+        lo = hi
+    return xs, ys, back, stats
+
+
+def unscale(predictions: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """Predictions of standardized targets in the targets' own units."""
+    return (np.asarray(predictions, np.float64) * back[:, 1] + back[:, 0]).astype(np.float32)

@@ -1,0 +1,83 @@
+"""Online standardization of inputs and numeric targets (model/standardize.py): learning no
+longer depends on the features' natural scales or the target's offset, the statistics travel
+in the snapshot so an adapter predicts exactly as the trainer does, and a model without them
+(standardize = false) is measurably worse on the same streams."""
+
+import numpy as np
+import pytest
+
+from model import standardize
+from model.adapter import ServingModel
+from model.network import ModelConfig
+from state.records import FeatureWindow
+from state.trainer import TrainerConfig, TrainerState
+
+T0 = 1_800_000_000_000
+
+
+def stream(n, scales, offset=0.0, binary=True, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        z = rng.normal(size=len(scales))
+        target = z[0] - 0.7 * z[1] + 0.3 * z[2]
+        y = float(target > 0) if binary else float(offset + 25.0 * target)
+        feats = {f"f{j}": float(v * s) for j, (v, s) in enumerate(zip(z, scales))}
+        out.append(FeatureWindow(f"w{i}", "acme", T0 + i * 1000, T0 + (i + 1) * 1000, feats, y))
+    return out
+
+
+def train(ws, head, standardize_on=True):
+    ts = TrainerState("acme", ModelConfig(head=head, input_width=256,
+                                          standardize=standardize_on),
+                      TrainerConfig(batch_size=8, learning_rate=0.01, snapshot_interval=len(ws)))
+    snaps = []
+    for w in ws:
+        snaps += ts.on_window(w).snapshots
+    snaps += ts.flush().snapshots
+    return ts, snaps
+
+
+SCALES = (2500.0, 0.01, 40.0, 1.0)
+
+
+def test_classification_does_not_depend_on_the_features_scales():
+    # (width 256: the four names do not collide, so each coordinate is one feature)
+    plain, _ = train(stream(3000, (1, 1, 1, 1)), "logistic")
+    scaled, _ = train(stream(3000, SCALES), "logistic")
+    raw, _ = train(stream(3000, SCALES), "logistic", standardize_on=False)
+    acc = lambda t: t.scores()["accuracy"]  # noqa: E731
+    assert abs(acc(scaled) - acc(plain)) < 0.01 and acc(scaled) > 0.9
+    assert acc(raw) < acc(scaled) - 0.05, (acc(raw), acc(scaled))
+
+
+def test_regression_learns_a_target_far_from_zero():
+    ws = stream(3000, SCALES, offset=500.0, binary=False)
+    on, _ = train(ws, "linear")
+    off, _ = train(ws, "linear", standardize_on=False)
+    spread = np.mean([abs(w.label - 500.0) for w in ws])  # MAE of predicting the mean
+    assert on.scores()["mae"] < 0.3 * spread < off.scores()["mae"], (
+        on.scores()["mae"], off.scores()["mae"], spread)
+
+
+@pytest.mark.parametrize("head", ["logistic", "linear", "mlp"])
+def test_an_adapter_predicts_exactly_as_the_trainer(head):
+    ws = stream(400, SCALES, offset=500.0, binary=head == "logistic")
+    ts, snaps = train(ws, head)
+    assert snaps and all(k in snaps[-1].arrays for k in standardize.NAMES)
+    rows = [w.features for w in ws[:50]]
+    served = ServingModel.from_snapshot(snaps[-1], 0)
+    for a, b in zip(served.predict(rows), ts.predict(rows)):
+        assert np.array_equal(a, b)
+
+
+def test_statistics_and_the_transform_by_hand():
+    stats = standardize.init_stats(3)
+    x = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]], np.float32)
+    stats = standardize.update(stats, x, np.array([1.0, 3.0]))
+    assert list(stats["norm_n"]) == [2, 2, 2] and list(stats["norm_y"]) == [2, 4, 10]
+    z = standardize.transform(stats, np.array([[3.0, 5.0, 0.0], [0.0, 0.0, 7.0]], np.float32))
+    # coordinate 0: (x - 2) / 1; 1 and 2: no spread yet (one value only), so 0
+    assert z.tolist() == [[1.0, 0.0, 0.0], [-2.0, 0.0, 0.0]]
+    assert standardize.target_scale(stats) == (2.0, 1.0)
+    assert standardize.transform(standardize.init_stats(3), x).tolist() == [[0.0] * 3] * 2
