@@ -55,15 +55,10 @@ def test_the_watermark_does_not_release_held_windows(tmp_path):
                 .advance_watermark_to(ts(T0 + 86_400_000 + 1))
                 .add_elements(stamped([window(3)]))
                 .add_elements(stamped([window(10)])).advance_watermark_to_infinity())
-    rec = run_stream(tmp_path, stream)
     # The one gap seen is the real one (w4 -> w10), so none of 0..4 was released behind an
     # earlier one; all six were trained.
-    gaps = read_records(rec, "gaps")
-    assert [(g["before_window_id"], g["after_window_id"]) for g in gaps] == [("w4", "w10")], gaps
-    replay = [s for s in read_records(rec, "stats") if s["operator"] == "replay"][0]
-    assert replay["counters"]["released"] == 6 and replay["counters"]["reordered"] == 0
-    assert sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas")) == [
-        "w0", "w1", "w10", "w2", "w3", "w4"]
+    assert replay_outcome(run_stream(tmp_path, stream)) == (
+        [("w4", "w10")], 6, 0, ["w0", "w1", "w10", "w2", "w3", "w4"])
 
 
 def test_a_quiet_tenant_releases_what_it_holds(tmp_path):
@@ -74,13 +69,16 @@ def test_a_quiet_tenant_releases_what_it_holds(tmp_path):
         return (TestStream().add_elements(stamped([window(i) for i in (0, 1, 3)]))
                 .advance_processing_time(2e9)  # the TestClock starts at 0; the timer is wall time
                 .add_elements(stamped([window(2)])).advance_watermark_to_infinity())
-    rec = run_stream(tmp_path, stream)
-    gaps = read_records(rec, "gaps")
-    assert [(g["before_window_id"], g["after_window_id"]) for g in gaps] == [("w1", "w3")], gaps
+    assert replay_outcome(run_stream(tmp_path, stream)) == (
+        [("w1", "w3")], 4, 1, ["w0", "w1", "w2", "w3"])
+
+
+def replay_outcome(rec):
+    """(gaps as (before, after) ids, released, reordered, trained window ids sorted)."""
+    gaps = [(g["before_window_id"], g["after_window_id"]) for g in read_records(rec, "gaps")]
     replay = [s for s in read_records(rec, "stats") if s["operator"] == "replay"][0]
-    assert replay["counters"]["released"] == 4 and replay["counters"]["reordered"] == 1
-    assert sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas")) == [
-        "w0", "w1", "w2", "w3"]
+    trained = sorted(d["prediction_id"] for d in read_records(rec, "shadow_deltas"))
+    return gaps, replay["counters"]["released"], replay["counters"]["reordered"], trained
 
 
 def test_late_windows_behind_the_frontier_are_flagged_and_duplicates_dropped(tmp_path):
