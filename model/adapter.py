@@ -23,7 +23,7 @@ import numpy as np
 
 from model.hashing import FeatureHasher
 from model import standardize
-from model.network import ModelConfig, learner_for
+from model.network import ModelConfig
 from model.registry import Registry, tenant_entry
 from model.signing import SignatureError, Verifier
 from model.snapshot import SnapshotIntegrityError, decode
@@ -47,10 +47,7 @@ class ServingModel:
 
     def predict(self, rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         x = FeatureHasher(self.model.input_width).transform(rows)
-        pred, emb = learner_for(self.model).predict(self.params,
-                                                    standardize.predict_inputs(self.norm, x))
-        numeric = self.model.prediction_kind == "numeric"
-        return standardize.predict_outputs(self.norm, pred, numeric), emb
+        return standardize.predict(self.model, self.params, self.norm, x)
 
 
 @dataclass

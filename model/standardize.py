@@ -41,17 +41,18 @@ def stats_of(arrays: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]
     return init_stats(width)
 
 
-def predict_inputs(stats: dict[str, np.ndarray] | None, x: np.ndarray) -> np.ndarray:
-    return x if stats is None else transform(stats, x)
+def predict(model, params: dict, stats: dict[str, np.ndarray] | None, x: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (in target units) and embeddings of hashed rows x by a model (ModelConfig)
+    with `params` and input statistics `stats` (None: not standardized). The trainer and the
+    adapter both predict through this."""
+    from model.network import learner_for
 
-
-def predict_outputs(stats: dict[str, np.ndarray] | None, predictions: np.ndarray,
-                    numeric: bool) -> np.ndarray:
-    """A numeric head's predictions in target units (the model learned standardized ones)."""
-    if stats is None or not numeric:
-        return predictions
-    mean, std = target_scale(stats)
-    return (np.asarray(predictions, np.float64) * std + mean).astype(np.float32)
+    pred, emb = learner_for(model).predict(params, x if stats is None else transform(stats, x))
+    if stats is not None and model.prediction_kind == "numeric":
+        mean, std = target_scale(stats)
+        pred = (np.asarray(pred, np.float64) * std + mean).astype(np.float32)
+    return pred, emb
 
 
 def transform(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -267,10 +267,7 @@ class TrainerState:
         return self.predict_hashed(_hasher(self.model.input_width).transform(rows))
 
     def predict_hashed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred, emb = learner_for(self.model).predict(self.params,
-                                                    standardize.predict_inputs(self.norm, x))
-        numeric = self.model.prediction_kind == "numeric"
-        return standardize.predict_outputs(self.norm, pred, numeric), emb
+        return standardize.predict(self.model, self.params, self.norm, x)
 
     def _inputs(self, x: np.ndarray, y: np.ndarray, sizes: list[int]):
         """Consecutive micro-batches as the model takes them: inputs (and a numeric head's
