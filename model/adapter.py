@@ -40,7 +40,7 @@ class ServingModel:
 
     @classmethod
     def from_snapshot(cls, snap, loaded_at: int) -> "ServingModel":
-        model = ModelConfig(**snap.manifest["model"])
+        model = ModelConfig.from_dict(snap.manifest["model"])
         norm = standardize.stats_of(snap.arrays, model.input_width) if model.standardize else None
         return cls(snap.manifest["snapshot_id"], int(snap.manifest["version"]), model,
                    {k: snap.arrays[k] for k in model.param_names}, loaded_at, norm)

@@ -1,6 +1,6 @@
 """The TensorFlow model: hashed features -> (optional hidden layer) -> a linear, logistic or MLP head.
 
-The model is *functional*: its parameters and Adam slots are plain numpy arrays owned by the
+The model is *functional*: its parameters and optimizer slots are plain numpy arrays owned by the
 caller (a tenant's TrainerState), and `Learner` holds only compiled TensorFlow functions that
 map arrays to arrays. So one Learner serves every tenant of an operator, engine state is plain
 bytes (no pickled TensorFlow objects), and a tenant's model is reproducible from its bytes.
@@ -11,6 +11,15 @@ PyFlink's thread mode (PEMJA), create thread states that pybind11's GIL handling
 recognise: importing TensorFlow from such a thread deadlocks in `pybind11::get_internals`, and
 calling it crashes the JVM. A thread started by Python's `threading` has a proper thread state;
 the hand-off costs tens of microseconds per micro-batch.
+
+Optimizers (`model.optimizer`), each with per-parameter slots of the parameter's shape:
+- adam:    m, v        (Kingma & Ba; bias-corrected moments)
+- adagrad: acc         (Duchi et al.; per-coordinate rate lr / sqrt(sum of squared gradients))
+- ftrl:    z, n        (FTRL-Proximal, McMahan et al. 2013, with `ftrl_l1`/`ftrl_l2` on the
+                        weights, never on biases; beta = 1). The weights follow from z and n;
+                        `init_slots` sets z so that the given weights are where FTRL starts
+                        (a random hidden layer, or a warm start from another optimizer).
+Hashed inputs are sparse: a per-coordinate rate lets a rare feature learn as fast as a frequent one.
 
 Shapes, in `param_names` order:
 - linear / logistic: w [width, 1], b [1]                  embedding = the hashed input
@@ -46,19 +55,28 @@ def _on_tf_thread(fn, args):
         _tf_thread_ident.append(threading.get_ident())
     return fn(*args)
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7
+ADAGRAD_INIT = 0.1  # the accumulator's start (Keras' default): bounds the first steps
+FTRL_BETA = 1.0
+OPTIMIZERS = ("adam", "adagrad", "ftrl")
+SLOTS = {"adam": ("m", "v"), "adagrad": ("acc",), "ftrl": ("z", "n")}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    input_width: int = 256
+    input_width: int = 1024  # 64 dense features collide enough at 512 to cost a point (digits)
     head: str = "linear"
     hidden_units: int = 32
     seed: int = 0
     device: str = "auto"
     jit: str = "auto"  # XLA: auto = on for GPU, off for CPU (measured: per-call overhead wins on CPU)
     standardize: bool = True  # inputs standardized online (model/standardize.py)
+    optimizer: str = "ftrl"  # chosen by measurement (bench/quality.py, README "Learning quality")
+    ftrl_l1: float = 0.0
+    ftrl_l2: float = 0.0
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.head not in HEADS:
             raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}")
         if self.jit not in ("auto", "on", "off"):
@@ -79,6 +97,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """A manifest's or engine state's model; written before `optimizer` existed means Adam."""
+        return cls(**{"optimizer": "adam", **d})
+
 
 def init_params(cfg: ModelConfig) -> dict[str, np.ndarray]:
     """Deterministic initial parameters (Glorot-uniform hidden layer, zero head)."""
@@ -95,12 +118,32 @@ def init_params(cfg: ModelConfig) -> dict[str, np.ndarray]:
     return params
 
 
-def init_slots(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def init_slots(cfg: ModelConfig, params: dict[str, np.ndarray],
+               learning_rate: float) -> dict[str, np.ndarray]:
+    """Fresh optimizer slots for `params` (FTRL's z set so that its first weights are `params`)."""
     slots = {}
     for name, p in params.items():
-        slots["m_" + name] = np.zeros_like(p)
-        slots["v_" + name] = np.zeros_like(p)
+        if cfg.optimizer == "adam":
+            slots["m_" + name], slots["v_" + name] = np.zeros_like(p), np.zeros_like(p)
+        elif cfg.optimizer == "adagrad":
+            slots["acc_" + name] = np.full_like(p, ADAGRAD_INIT)
+        else:
+            l1, l2 = _ftrl_penalty(cfg, name)
+            z = -p * (FTRL_BETA / learning_rate + l2) - np.sign(p) * l1
+            slots["z_" + name], slots["n_" + name] = z.astype(np.float32), np.zeros_like(p)
     return slots
+
+
+def slots_or_init(cfg: ModelConfig, params: dict[str, np.ndarray], found: dict[str, np.ndarray],
+                  learning_rate: float) -> dict[str, np.ndarray]:
+    """`found` slots if they are this optimizer's, else fresh ones (a snapshot of another
+    optimizer warm-starts the weights, not the slots)."""
+    want = {f"{s}_{name}" for s in SLOTS[cfg.optimizer] for name in params}
+    return found if set(found) == want else init_slots(cfg, params, learning_rate)
+
+
+def _ftrl_penalty(cfg: ModelConfig, name: str) -> tuple[float, float]:
+    return (0.0, 0.0) if name.startswith("b") else (cfg.ftrl_l1, cfg.ftrl_l2)
 
 
 class Learner:
@@ -134,56 +177,79 @@ class Learner:
                 loss = tf.reduce_mean(tf.square(pred - y))
             return loss, pred
 
-        def update(params, ms, vs, step, x, y, lr):
+        optimizer, n_slots = cfg.optimizer, len(SLOTS[cfg.optimizer])
+        penalties = [_ftrl_penalty(cfg, name) for name in names]
+
+        def apply(p, slots, g, t, lr, penalty):
+            if optimizer == "adam":
+                m, v = slots
+                m = ADAM_B1 * m + (1.0 - ADAM_B1) * g
+                v = ADAM_B2 * v + (1.0 - ADAM_B2) * tf.square(g)
+                m_hat = m / (1.0 - tf.pow(ADAM_B1, t))
+                v_hat = v / (1.0 - tf.pow(ADAM_B2, t))
+                return p - lr * m_hat / (tf.sqrt(v_hat) + ADAM_EPS), [m, v]
+            if optimizer == "adagrad":
+                (acc,) = slots
+                acc = acc + tf.square(g)
+                return p - lr * g / tf.sqrt(acc), [acc]
+            z, n = slots
+            l1, l2 = penalty
+            n_new = n + tf.square(g)
+            z = z + g - (tf.sqrt(n_new) - tf.sqrt(n)) / lr * p
+            shrunk = z - tf.sign(z) * l1
+            w = tf.where(tf.abs(z) <= l1, tf.zeros_like(z),
+                         -shrunk / ((FTRL_BETA + tf.sqrt(n_new)) / lr + l2))
+            return w, [z, n_new]
+
+        def update(params, slots, step, x, y, lr):
+            # slots: n_slots arrays per parameter, in param_names order
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 loss, pred = loss_fn(params, x, y)
             grads = tape.gradient(loss, params)
             t = tf.cast(step + 1, tf.float32)
-            new_p, new_m, new_v = [], [], []
-            for p, m, v, g in zip(params, ms, vs, grads):
-                m = ADAM_B1 * m + (1.0 - ADAM_B1) * g
-                v = ADAM_B2 * v + (1.0 - ADAM_B2) * tf.square(g)
-                m_hat = m / (1.0 - tf.pow(ADAM_B1, t))
-                v_hat = v / (1.0 - tf.pow(ADAM_B2, t))
-                new_p.append(p - lr * m_hat / (tf.sqrt(v_hat) + ADAM_EPS))
-                new_m.append(m)
-                new_v.append(v)
-            return new_p, new_m, new_v, loss, pred
+            new_p, new_s = [], []
+            for i, (p, g) in enumerate(zip(params, grads)):
+                q, s_i = apply(p, slots[i * n_slots:(i + 1) * n_slots], g, t, lr, penalties[i])
+                new_p.append(q)
+                new_s += s_i
+            return new_p, new_s, loss, pred
 
-        def update_many(params, ms, vs, step, xs, ys, lr):
+        def update_many(params, slots, step, xs, ys, lr):
             # k equal micro-batches in one call: the same step as `update`, looped in the graph
             k = tf.shape(xs)[0]
             losses = tf.TensorArray(tf.float32, size=k)
             preds = tf.TensorArray(tf.float32, size=k)
             for i in tf.range(k):
-                params, ms, vs, loss, pred = update(params, ms, vs, step + tf.cast(i, tf.int64),
-                                                    xs[i], ys[i], lr)
+                params, slots, loss, pred = update(params, slots, step + tf.cast(i, tf.int64),
+                                                   xs[i], ys[i], lr)
                 losses = losses.write(i, loss)
                 preds = preds.write(i, pred)
-            return params, ms, vs, losses.stack(), preds.stack()
+            return params, slots, losses.stack(), preds.stack()
 
         def predict(params, x):
             pred, _, h = forward(params, x)
             return pred, h
 
         shapes = [tf.TensorSpec(p.shape, tf.float32) for p in init_params(cfg).values()]
+        slot_shapes = [s for s in shapes for _ in range(n_slots)]
         x_spec = tf.TensorSpec([None, cfg.input_width], tf.float32)
         y_spec = tf.TensorSpec([None], tf.float32)
         self._update = tf.function(update, jit_compile=jit, reduce_retracing=True, input_signature=[
-            shapes, shapes, shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
+            shapes, slot_shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
             tf.TensorSpec([], tf.float32)])
         self._update_many = tf.function(update_many, jit_compile=jit, input_signature=[
-            shapes, shapes, shapes, tf.TensorSpec([], tf.int64),
+            shapes, slot_shapes, tf.TensorSpec([], tf.int64),
             tf.TensorSpec([None, None, cfg.input_width], tf.float32),
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)])
         self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec])
         self._names = names
+        self._slot_keys = [f"{sl}_{k}" for k in names for sl in SLOTS[optimizer]]
         self._tf = tf
 
     def update(self, params: dict, slots: dict, step: int, x: np.ndarray, y: np.ndarray,
                lr: float) -> tuple[dict, dict, float, np.ndarray]:
-        """One Adam step on a micro-batch. Returns new params, new slots, the batch loss and the
+        """One optimizer step on a micro-batch. Returns new params, new slots, the batch loss and the
         predictions made *before* the step (the shadow predictions of test-then-train)."""
         new_params, new_slots, loss, pred = tf_call(self._step, self._update, params, slots,
                                                     step, x, y, lr)
@@ -191,20 +257,20 @@ class Learner:
 
     def update_many(self, params: dict, slots: dict, step: int, xs: np.ndarray, ys: np.ndarray,
                     lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-        """`len(xs)` Adam steps on equal micro-batches xs [k, batch, width], ys [k, batch] in one
+        """`len(xs)` optimizer steps on equal micro-batches xs [k, batch, width], ys [k, batch] in one
         TensorFlow call (a graph loop: no per-step Python or thread hand-off). The same arithmetic
         as k `update` calls; returns new params, new slots, the k losses and the predictions
         [k, batch] made before each step."""
         return tf_call(self._step, self._update_many, params, slots, step, xs, ys, lr)
 
     def _step(self, fn, params, slots, step, x, y, lr):
-        n = self._names
         with self._tf.device(self.device):
-            p, m, v, loss, pred = fn(
-                [params[k] for k in n], [slots["m_" + k] for k in n], [slots["v_" + k] for k in n],
+            p, s, loss, pred = fn(
+                [params[k] for k in self._names], [slots[k] for k in self._slot_keys],
                 np.int64(step), np.asarray(x, np.float32), np.asarray(y, np.float32),
                 np.float32(lr))
-        return (*_as_arrays(n, p, m, v), loss.numpy(), pred.numpy())
+        return ({k: t.numpy() for k, t in zip(self._names, p)},
+                {k: t.numpy() for k, t in zip(self._slot_keys, s)}, loss.numpy(), pred.numpy())
 
     def predict(self, params: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and embeddings (penultimate layer) for a batch of hashed inputs."""
@@ -214,15 +280,6 @@ class Learner:
         with self._tf.device(self.device):
             pred, emb = self._predict([params[k] for k in self._names], x)
         return pred.numpy(), emb.numpy()
-
-
-def _as_arrays(names, p, m, v) -> tuple[dict, dict]:
-    params = {k: t.numpy() for k, t in zip(names, p)}
-    slots = {}
-    for k, mt, vt in zip(names, m, v):
-        slots["m_" + k] = mt.numpy()
-        slots["v_" + k] = vt.numpy()
-    return params, slots
 
 
 _learners: dict[ModelConfig, Learner] = {}

@@ -12,7 +12,7 @@ from state.config import UpmConfig
 from state.scenario import ScenarioSpec
 
 DEMO_PROFILE = {
-    "trainer": {"learning_rate": 0.05, "batch_size": 8, "snapshot_interval": 500},
+    "trainer": {"snapshot_interval": 500},
     "drift": {"window_duration_ms": 600_000, "sample_size": 300},
 }
 

@@ -12,9 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.network import HEADS, ModelConfig
+from model.network import HEADS, OPTIMIZERS, ModelConfig
 from model.snapshot import COMPRESSIONS
-from state.drift import DriftConfig
+from state.drift import RULES, DriftConfig
 from state.replay import ReplayConfig
 from state.trainer import MODES, TrainerConfig
 
@@ -71,7 +71,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "drift.sample_size": _POS, "drift.evaluation_interval_ms": _POS,
     "drift.evaluation_delay_ms": _NONNEG, "drift.recovery_ratio": (0.0, 1.0),
     "drift.relative_accuracy": (1e-4, 0.01), "drift.min_model_version": _NONNEG,
+    "drift.relative_threshold": (0.0, None), "drift.min_increase": (0.0, 1.0),
     "model.input_width": (1, 1 << 20), "model.hidden_units": (1, 1 << 16), "model.seed": _NONNEG,
+    "model.ftrl_l1": _NONNEG, "model.ftrl_l2": _NONNEG,
     "snapshots.retention_days": _NONNEG,
     "adapter.sync_batch_size": _POS, "adapter.sync_timeout_ms": _POS,
     "adapter.max_retries": _NONNEG, "adapter.retry_backoff_ms": _NONNEG,
@@ -80,6 +82,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.mode": MODES, "snapshots.compression": COMPRESSIONS, "model.head": HEADS,
+    "model.optimizer": OPTIMIZERS, "drift.rule": RULES,
     "model.device": ("auto", "cpu", "gpu"), "model.jit": ("auto", "on", "off"),
 }
 

@@ -6,9 +6,21 @@ timer for each sub-window boundary `b` at `b + evaluation_delay_ms` (the delay l
 deltas that trail the watermark, held by the replay buffer and the trainer's micro-batch, reach
 the monitor first); when it fires, `evaluate(b)` merges the sketches of [b - window_duration, b)
 and returns a DriftScore and, on a state change, one QuarantineRecord (start of an episode) or one
-DriftRecovered (end of it). An episode starts when p95 > drift_threshold with at least
-`sample_size` samples, and ends when p95 <= drift_threshold * recovery_ratio (hysteresis, so a
-p95 hovering at the threshold does not flap).
+DriftRecovered (end of it). Both windows of a rule need at least `sample_size` samples.
+
+Two rules (`drift.rule`):
+- "relative" (the default): the *level*, the mean score of the newest `sample_size` samples of
+  the window (whole sub-windows; for a probability the mean |p - y|, a Brier-like error; for a
+  number the scaled absolute error), is judged against the tenant's own *reference level*: the
+  mean of the window before, [b - 2 window_duration, b - window_duration).
+  An episode starts when level > reference * (1 + relative_threshold) and level - reference >=
+  min_increase; the reference is then frozen, and the episode ends when level <= reference *
+  (1 + relative_threshold * recovery_ratio). A model that is as good as it was raises nothing,
+  however hard its data (the p95 of |p - y| is above 0.2 for any classifier wrong on 5% of its
+  windows); an abrupt change in the data doubles the error of the model that learned the old one.
+- "absolute" (the seeds' rule): an episode starts when p95 > drift_threshold and ends when p95 <=
+  drift_threshold * recovery_ratio (hysteresis, so a p95 hovering at the threshold does not flap).
+The rolling p95, mean and max are reported in every DriftScore under either rule.
 """
 
 from __future__ import annotations
@@ -57,6 +69,9 @@ def _vector_score(a: dict, b: dict) -> float:
     return (1.0 - cos) / 2.0
 
 
+RULES = ("relative", "absolute")
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     window_duration_ms: int = 3_600_000
@@ -68,6 +83,18 @@ class DriftConfig:
     recovery_ratio: float = 0.8
     relative_accuracy: float = 0.004
     min_model_version: int = 1
+    rule: str = "relative"
+    relative_threshold: float = 0.5
+    min_increase: float = 0.02
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"drift.rule must be one of {RULES}, got {self.rule!r}")
+
+    @property
+    def history_ms(self) -> int:
+        """Event time kept before a boundary: the window, and the reference window before it."""
+        return self.window_duration_ms * (2 if self.rule == "relative" else 1)
 
 
 @dataclass
@@ -87,6 +114,7 @@ class DriftWindow:
         self.evaluated_until = -(1 << 62)  # last boundary evaluated
         self.in_episode = False
         self.episode_id: str | None = None
+        self.reference: float | None = None  # the relative rule's level, frozen in an episode
         self.trainer_id = ""
         self.snapshot_id: str | None = None
         self.snapshot_version = 0
@@ -113,7 +141,7 @@ class DriftWindow:
             return None
         idx = delta.timestamp // self._width
         boundary = (idx + 1) * self._width
-        if boundary <= self.evaluated_until - self.config.window_duration_ms:
+        if boundary <= self.evaluated_until - self.config.history_ms:
             self.counters["too_old"] += 1
             return None
         sketch = self.sub.get(idx)
@@ -145,43 +173,80 @@ class DriftWindow:
             return out
         self.changes.mark("m")
         self.evaluated_until = boundary
-        start = boundary - self.config.window_duration_ms
-        lo, hi = start // self._width, boundary // self._width
-        merged = QuantileSketch(self.config.relative_accuracy)
-        for idx in [i for i in self.sub if i < lo]:
+        cfg = self.config
+        start = boundary - cfg.window_duration_ms
+        for idx in [i for i in self.sub if i < (boundary - cfg.history_ms) // self._width]:
             del self.sub[idx]
             self.changes.drop(f"k/{idx}")
-        for idx, sk in self.sub.items():
-            if lo <= idx < hi:
-                merged.merge(sk)
+        merged = self._merged(start, boundary)
         self.counters["evaluations"] += 1
         if merged.count == 0:
             return out
         p95 = merged.quantile(0.95)
         self.last_p95 = p95
+        recent = merged
+        if cfg.rule == "relative":
+            recent = self._recent(boundary)
+            if not self.in_episode:
+                before = self._merged(start - cfg.window_duration_ms, start)
+                self.reference = before.mean if before.count >= cfg.sample_size else None
+        reference = self.reference if cfg.rule == "relative" else None
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
-                                     merged.count, self.config.window_duration_ms,
-                                     self.snapshot_id))
-        cfg = self.config
+                                     merged.count, cfg.window_duration_ms, self.snapshot_id,
+                                     reference))
         window_id = f"{self.tenant_id}/{start}-{boundary}"
-        if (not self.in_episode and cfg.quarantine_enabled and merged.count >= cfg.sample_size
-                and p95 > cfg.drift_threshold):
+        level, raise_at, recover_at = self._levels(recent, p95)
+        common = dict(tenant_id=self.tenant_id, trainer_id=self.trainer_id,
+                      drift_window_id=window_id, drift_p95=p95, sample_count=merged.count,
+                      rule=cfg.rule, drift_mean=recent.mean, reference_level=reference)
+        if (not self.in_episode and cfg.quarantine_enabled and recent.count >= cfg.sample_size
+                and raise_at is not None and level > raise_at
+                and (cfg.rule == "absolute" or level - reference >= cfg.min_increase)):
             self.in_episode = True
             self.episode_id = window_id
             self.counters["quarantines"] += 1
             out.quarantines.append(QuarantineRecord(
-                tenant_id=self.tenant_id, trainer_id=self.trainer_id, drift_window_id=window_id,
-                drift_p95=p95, threshold=cfg.drift_threshold, sample_count=merged.count,
+                **common, threshold=raise_at,
                 recommendation="rollback" if self.snapshot_id else "pause",
                 snapshot_id=self.snapshot_id, quarantined_at=boundary))
-        elif self.in_episode and p95 <= cfg.drift_threshold * cfg.recovery_ratio:
+        elif self.in_episode and recover_at is not None and level <= recover_at:
             self.in_episode = False
             self.counters["recoveries"] += 1
-            out.recoveries.append(DriftRecovered(
-                tenant_id=self.tenant_id, trainer_id=self.trainer_id, drift_window_id=window_id,
-                drift_p95=p95, threshold=cfg.drift_threshold, sample_count=merged.count,
-                recovered_at=boundary))
+            out.recoveries.append(DriftRecovered(**common, threshold=raise_at,
+                                                 recovered_at=boundary))
         return out
+
+    def _recent(self, boundary: int) -> QuantileSketch:
+        """The newest sub-windows before `boundary` that hold `sample_size` samples (at most the
+        window): the relative rule's level, so a change shows before the window is full of it."""
+        merged = QuantileSketch(self.config.relative_accuracy)
+        hi = boundary // self._width
+        lo = (boundary - self.config.window_duration_ms) // self._width
+        for idx in range(hi - 1, lo - 1, -1):
+            sk = self.sub.get(idx)
+            if sk is not None:
+                merged.merge(sk)
+                if merged.count >= self.config.sample_size:
+                    break
+        return merged
+
+    def _merged(self, start: int, end: int) -> QuantileSketch:
+        lo, hi = start // self._width, end // self._width
+        merged = QuantileSketch(self.config.relative_accuracy)
+        for idx, sk in self.sub.items():
+            if lo <= idx < hi:
+                merged.merge(sk)
+        return merged
+
+    def _levels(self, merged: QuantileSketch, p95: float):
+        """(the level judged, the level that raises an episode, the level that ends it)."""
+        cfg = self.config
+        if cfg.rule == "absolute":
+            return p95, cfg.drift_threshold, cfg.drift_threshold * cfg.recovery_ratio
+        if self.reference is None:
+            return merged.mean, None, None
+        return (merged.mean, self.reference * (1 + cfg.relative_threshold),
+                self.reference * (1 + cfg.relative_threshold * cfg.recovery_ratio))
 
     # -- engine state ----------------------------------------------------------------------
 
@@ -191,7 +256,7 @@ class DriftWindow:
         return {
             "tenant_id": self.tenant_id, "evaluated_until": self.evaluated_until,
             "in_episode": self.in_episode, "episode_id": self.episode_id,
-            "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
+            "reference": self.reference, "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
             "snapshot_version": self.snapshot_version,
             "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
         }
@@ -230,6 +295,7 @@ class DriftWindow:
         dw.evaluated_until = doc["evaluated_until"]
         dw.in_episode = doc["in_episode"]
         dw.episode_id = doc["episode_id"]
+        dw.reference = doc.get("reference")  # absent: written before the relative rule
         dw.trainer_id = doc["trainer_id"]
         dw.snapshot_id = doc["snapshot_id"]
         dw.snapshot_version = doc.get("snapshot_version", 0)

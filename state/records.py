@@ -178,6 +178,7 @@ class DriftScore(Record):
     sample_count: int
     window_duration_ms: int = 0
     snapshot_id: str | None = None  # the newest snapshot whose predictions are in the window
+    reference_level: float | None = None  # the relative rule's reference (state/drift.py)
     event: ClassVar[str] = "upm.drift.score"
     _time_fields: ClassVar[tuple[str, ...]] = ("window_end",)
 
@@ -193,13 +194,18 @@ class QuarantineRecord(Record):
     recommendation: str
     snapshot_id: str | None
     quarantined_at: int
+    # which rule raised it (state/drift.py): "absolute" (p95 > threshold) or "relative" (the
+    # window's mean score against the tenant's own reference level; threshold = the level crossed)
+    rule: str = "absolute"
+    drift_mean: float | None = None
+    reference_level: float | None = None
     event: ClassVar[str] = "ai.upm.drift.quarantine"
     _time_fields: ClassVar[tuple[str, ...]] = ("quarantined_at",)
 
 
 @dataclass(frozen=True)
 class DriftRecovered(Record):
-    """The end of a drift episode: p95 fell back below the recovery level."""
+    """The end of a drift episode: the judged level fell back below the recovery level."""
 
     tenant_id: str
     trainer_id: str
@@ -208,6 +214,9 @@ class DriftRecovered(Record):
     threshold: float
     sample_count: int
     recovered_at: int
+    rule: str = "absolute"
+    drift_mean: float | None = None
+    reference_level: float | None = None
     event: ClassVar[str] = "upm.drift.recovered"
     _time_fields: ClassVar[tuple[str, ...]] = ("recovered_at",)
 

@@ -3,10 +3,13 @@ import pytest
 from state.config import ConfigError, UpmConfig
 
 
-def test_defaults_are_the_seed_knobs():
+def test_defaults_are_the_seed_knobs_but_the_measured_learner():
     c = UpmConfig()
-    assert (c.trainer.snapshot_interval, c.trainer.learning_rate, c.trainer.batch_size,
-            c.trainer.mode) == (1000, 0.001, 32, "shadow")
+    assert (c.trainer.snapshot_interval, c.trainer.mode) == (1000, "shadow")
+    # The seeds' Adam at 0.001 in batches of 32 trails River by 2-11 points; these defaults
+    # were chosen by bench/quality.py (issue 12).
+    assert (c.model.optimizer, c.trainer.learning_rate, c.trainer.batch_size,
+            c.model.input_width) == ("ftrl", 0.3, 4, 1024)
     assert (c.replay.max_buffer_size, c.replay.release_delay_ms,
             c.replay.late_window_tolerance_ms) == (1000, 5000, 60000)
     assert (c.snapshots.compression, c.snapshots.retention_days) == ("zstd", 30)
@@ -25,7 +28,7 @@ def test_toml_file_tenant_override_and_cli_override(tmp_path):
     assert c.trainer.learning_rate == 0.01 and c.drift.sample_size == 50
     assert c.snapshots.compression == "gzip"
     assert c.for_tenant("acme").trainer.batch_size == 8
-    assert c.for_tenant("globex").trainer.batch_size == 32
+    assert c.for_tenant("globex").trainer.batch_size == UpmConfig().trainer.batch_size
     assert c.unified_model_enabled("acme") and not c.unified_model_enabled("globex")
 
 

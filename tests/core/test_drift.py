@@ -1,3 +1,4 @@
+import dataclasses
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -60,7 +61,8 @@ def test_drift_score_kinds():
 
 
 CFG = DriftConfig(window_duration_ms=600_000, evaluation_interval_ms=60_000, sample_size=100,
-                  drift_threshold=0.2)
+                  drift_threshold=0.2, rule="absolute")  # the seeds' rule
+REL = dataclasses.replace(CFG, rule="relative")
 
 
 def deltas(scores, start=0, step=1000, version=1):
@@ -78,17 +80,19 @@ def run(dw, ds):
     return outs
 
 
-def test_rolling_p95_matches_exact_over_the_window():
+@pytest.mark.parametrize("cfg", [CFG, REL], ids=["absolute", "relative"])
+def test_rolling_p95_matches_exact_over_the_window(cfg):
     rng = np.random.default_rng(1)
     scores = rng.random(1800) * 0.3
-    dw = DriftWindow("acme", CFG)
+    dw = DriftWindow("acme", cfg)
     outs = run(dw, deltas(scores))
     last = [o.scores[0] for o in outs if o.scores][-1]
     # window [boundary - 600 s, boundary) with one sample per second
     in_window = scores[(last.window_end - 600_000) // 1000:last.window_end // 1000]
     assert last.sample_count == len(in_window)
     assert_close(last.drift_p95, float(np.quantile(in_window, 0.95)))
-    assert len(dw.sub) <= 11  # bounded memory: one sketch per sub-window in the window
+    # bounded memory: one sketch per sub-window of the window (and of its reference window)
+    assert len(dw.sub) <= cfg.history_ms // cfg.evaluation_interval_ms + 1
 
 
 def test_no_quarantine_below_sample_size():
@@ -123,3 +127,70 @@ def test_quarantine_disabled_and_state_round_trip():
     dw2 = DriftWindow.from_bytes(dw.to_bytes(), dw.config)
     outs = run(dw2, ds[350:])
     assert not any(o.quarantines for o in outs) and dw2.counters["samples"] == 700
+
+
+# -- the relative rule (the default) ---------------------------------------------------------
+
+def episodes(cfg, scores):
+    outs = run(DriftWindow("acme", cfg), deltas(scores))
+    return ([x for o in outs for x in o.quarantines], [x for o in outs for x in o.recoveries],
+            [o.scores[0] for o in outs if o.scores])
+
+
+def test_a_hard_but_stationary_stream_raises_nothing_under_the_relative_rule():
+    # a classifier wrong on ~15% of windows: p95 of |p - y| near 0.8, far above the seeds' 0.2
+    rng = np.random.default_rng(3)
+    scores = np.where(rng.random(3600) < 0.15, rng.uniform(0.5, 1.0, 3600),
+                      rng.uniform(0.0, 0.4, 3600))
+    q_abs, _, _ = episodes(CFG, scores)
+    q_rel, _, s_rel = episodes(REL, scores)
+    assert len(q_abs) == 1 and q_rel == []
+    assert min(s.drift_p95 for s in s_rel) > 0.6
+    judged = [s for s in s_rel if s.reference_level is not None]
+    assert judged and all(s.reference_level == pytest.approx(0.28, abs=0.03) for s in judged)
+
+
+def test_an_improving_learner_raises_nothing():
+    scores = np.linspace(0.6, 0.05, 3600)
+    q, _, _ = episodes(REL, scores)
+    assert q == []
+
+
+def test_an_abrupt_change_raises_one_quarantine_within_one_window_then_recovers():
+    # 0.1 for 25 min, then 0.3 (a concept change) for 15 min, then 0.1 again
+    scores = [0.1] * 1500 + [0.3] * 900 + [0.1] * 1500
+    q, r, _ = episodes(REL, scores)
+    assert len(q) == 1 and len(r) == 1
+    change = 1500 * 1000
+    assert change < q[0].quarantined_at <= change + REL.window_duration_ms
+    assert (q[0].rule, q[0].reference_level) == ("relative", pytest.approx(0.1, rel=0.01))
+    assert q[0].drift_mean > q[0].threshold == pytest.approx(0.15, rel=0.01)
+    # the reference stays the healthy level through the episode; recovery is back near it
+    assert r[0].reference_level == q[0].reference_level
+    assert r[0].drift_mean <= 0.1 * (1 + REL.relative_threshold * REL.recovery_ratio)
+    assert q[0].quarantined_at < r[0].recovered_at
+
+
+def test_a_tiny_level_that_grows_by_less_than_min_increase_raises_nothing():
+    scores = [0.001] * 1500 + [0.01] * 900  # ten times worse, but 0.009 in absolute terms
+    q, _, _ = episodes(REL, scores)
+    assert q == []
+    q, _, _ = episodes(dataclasses.replace(REL, min_increase=0.0), scores)
+    assert len(q) == 1
+
+
+def test_the_reference_survives_a_restore_mid_episode():
+    scores = [0.1] * 1500 + [0.3] * 1500
+    ds = deltas(scores)
+    whole = DriftWindow("acme", REL)
+    outs_whole = run(whole, ds)
+    dw = DriftWindow("acme", REL)
+    run(dw, ds[:2000])
+    assert dw.in_episode and dw.reference == pytest.approx(0.1, rel=0.01)
+    for back in (DriftWindow.from_bytes(dw.to_bytes(), REL), DriftWindow.from_parts(dw.parts(), REL)):
+        assert back.reference == dw.reference and back.in_episode
+    back = DriftWindow.from_parts(dw.parts(), REL)
+    outs = run(back, ds[2000:])
+    by_end = lambda os: {s.window_end: s for o in os for s in o.scores}  # noqa: E731
+    after = by_end(outs)
+    assert after and all(by_end(outs_whole)[end] == s for end, s in after.items())

@@ -47,19 +47,19 @@ def separable(n, seed=0):
     return out
 
 
-def run(lr):
+def run(lr=None):
+    """The default learner (or one at learning rate `lr`) on `separable(3000)`."""
     from state.config import UpmConfig
-    cfg = UpmConfig.from_dict({"model": {"head": "logistic"},
-                               "trainer": {"learning_rate": lr, "batch_size": 8,
-                                           "snapshot_interval": 500}})
+    trainer = {"snapshot_interval": 500, **({"learning_rate": lr} if lr else {})}
+    cfg = UpmConfig.from_dict({"model": {"head": "logistic"}, "trainer": trainer})
     return run_local(separable(3000), cfg).tenants["acme"]
 
 
 def test_a_learner_that_learns_scores_better_than_one_that_does_not():
-    learns, stuck = run(0.05), run(1e-9)
+    learns, stuck = run(), run(1e-9)
     acc = lambda t: t.pipeline.trainer.scores()["accuracy"]  # noqa: E731
     loss = lambda t: t.pipeline.trainer.scores()["log_loss"]  # noqa: E731
-    # (accuracy only needs the weights' signs: Adam's first tiny steps already get those right,
+    # (accuracy only needs the weights' signs: the first tiny steps already get those right,
     # so log loss is what shows that the stuck one learned nothing)
     assert acc(learns) > 0.9 and loss(learns) < 0.35 < 0.65 < loss(stuck), (
         acc(learns), loss(learns), loss(stuck))

@@ -27,10 +27,10 @@ def stream(n, scales, offset=0.0, binary=True, seed=0):
     return out
 
 
-def train(ws, head, standardize_on=True):
+def train(ws, head, standardize_on=True, interval=None):
     ts = TrainerState("acme", ModelConfig(head=head, input_width=256,
                                           standardize=standardize_on),
-                      TrainerConfig(batch_size=8, learning_rate=0.01, snapshot_interval=len(ws)))
+                      TrainerConfig(snapshot_interval=interval or len(ws)))  # the default learner
     snaps = []
     for w in ws:
         snaps += ts.on_window(w).snapshots
@@ -53,11 +53,16 @@ def test_classification_does_not_depend_on_the_features_scales():
 
 def test_regression_learns_a_target_far_from_zero():
     ws = stream(3000, SCALES, offset=500.0, binary=False)
-    on, _ = train(ws, "linear")
+    on, snaps = train(ws, "linear", interval=len(ws) // 2)
     off, _ = train(ws, "linear", standardize_on=False)
     spread = np.mean([abs(w.label - 500.0) for w in ws])  # MAE of predicting the mean
-    assert on.scores()["mae"] < 0.3 * spread < off.scores()["mae"], (
+    assert on.scores()["mae"] < 0.5 * spread < off.scores()["mae"], (
         on.scores()["mae"], off.scores()["mae"], spread)
+    # and it keeps learning: the second half's error is lower than the first's
+    # (FTRL's decaying per-coordinate rates converge slowly on this noise-free target: 6.8 in
+    # the second half where River's per-row SGD reaches 0.07, though its first half is 16.9)
+    first, second = (s.manifest["metrics"]["prequential"]["mae"] for s in snaps)
+    assert second < 0.75 * first and second < 0.3 * spread, (first, second)
 
 
 @pytest.mark.parametrize("head", ["logistic", "linear", "mlp"])

@@ -67,7 +67,7 @@ def test_snapshot_exactly_at_the_interval_even_when_batches_do_not_divide_it():
     assert [s.manifest["version"] for s in snaps] == [1, 2, 3, 4, 5]
     assert snaps[1].manifest["parent_snapshot_id"] == snaps[0].snapshot_id == "acme-v000001"
     assert snaps[0].manifest["window_start"] == T0 and snaps[0].manifest["window_end"] == T0 + 50_000
-    assert set(snaps[0].arrays) >= {"w", "b", "slot_m_w", "slot_v_w"}
+    assert set(snaps[0].arrays) >= {"w", "b", "slot_z_w", "slot_n_w"}  # FTRL's slots
 
 
 def test_pause_scores_but_does_not_train_then_resume():

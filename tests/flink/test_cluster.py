@@ -126,8 +126,7 @@ def completed_checkpoints(spec, job_id):
     return get(spec, f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
 
 
-PROFILE = ["--set", "trainer.learning_rate=0.05", "--set", "trainer.batch_size=8",
-           "--set", "trainer.snapshot_interval=200", "--set", "drift.window_duration_ms=600000",
+PROFILE = ["--set", "trainer.snapshot_interval=200", "--set", "drift.window_duration_ms=600000",
            "--set", "drift.sample_size=300", "--shadow-deltas"]
 
 
