@@ -116,6 +116,8 @@ class Governance:
                     fails.append(Failure("drift", f"drift p95 {p95} > {self.policy.max_drift_p95}"))
                 if a.get("quarantined"):
                     fails.append(Failure("drift", f"{artifact_id} is quarantined"))
+            elif check == "champion":
+                fails += self._champion(t, artifact_id, a)
             elif check == "soak" and prev:
                 since = t["stage_since"].get(prev)
                 held = now - since if since is not None and t["stages"][prev] == artifact_id else 0
@@ -133,6 +135,37 @@ class Governance:
             # a quarantine holds at every stage, whatever the policy lists for it
             fails.append(Failure("quarantine", f"{artifact_id} is quarantined"))
         return fails
+
+    def _champion(self, t: dict, artifact_id: str, a: dict) -> list[Failure]:
+        """The champion check (model/policy.py): the artifact against `active`, on the same
+        windows, as the job recorded it (state/challenge.py)."""
+        active = t["stages"]["active"]
+        if active is None or active == artifact_id:
+            return []
+        ch = a["metrics"].get("challenge")
+        if not ch or ch.get("champion_snapshot_id") != active:
+            seen = f" (it was compared with {ch['champion_snapshot_id']})" if ch else ""
+            return [Failure("champion", f"{artifact_id} has not been scored against active "
+                            f"{active} on the same windows{seen}: the job records that in the "
+                            f"interval after the artifact was cut, while {active} is active")]
+        cand, champ = ch["candidate"], ch["champion"]
+        metric = self.policy.champion_metric
+        if metric == "auto":
+            metric = "log_loss" if "log_loss" in cand else "mae"
+        n, need = cand.get("n", 0), self.policy.champion_min_samples
+        x, y = cand.get(metric), champ.get(metric)
+        if n < need:
+            return [Failure("champion", f"{artifact_id} was compared with {active} on {n} "
+                            f"windows < {need} required")]
+        if x is None or y is None:
+            return [Failure("champion", f"no {metric} for {artifact_id} ({x}) or {active} ({y})")]
+        worse = y - x if metric == "accuracy" else x - y  # accuracy: higher is better
+        allowed = self.policy.champion_tolerance * abs(y)
+        if worse > allowed:
+            return [Failure("champion", f"{metric} {x:.4f} on the same {n} windows as active "
+                            f"{active}'s {y:.4f}: worse by {worse:.4f} > {allowed:.4f} allowed "
+                            f"(tolerance {self.policy.champion_tolerance:g} of the active's)")]
+        return []
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -237,8 +270,7 @@ class Governance:
                 t["artifacts"][sid]["quarantined"] = True
             t["history"].append(self.registry._event(
                 "quarantine", None, None, sid, record.get("trainer_id") or "upm-drift-monitor",
-                f"drift p95 {record['drift_p95']:.3f} > {record['threshold']} "
-                f"over {record['sample_count']} samples"))
+                _quarantine_reason(record)))
         self.registry.update(change)
         events = []
         if record.get("recommendation") != "rollback" or not sid:
@@ -254,6 +286,15 @@ class Governance:
                 if ev:
                     events.append(ev)
         return events
+
+
+def _quarantine_reason(record: dict) -> str:
+    if record.get("rule") == "relative":
+        return (f"drift mean {record['drift_mean']:.4f} > {record['threshold']:.4f} (reference "
+                f"level {record['reference_level']:.4f} of the window before) over "
+                f"{record['sample_count']} samples")
+    return (f"drift p95 {record['drift_p95']:.3f} > {record['threshold']} "
+            f"over {record['sample_count']} samples")
 
 
 def _stage_of(t: dict, artifact_id: str, target: str) -> str | None:

@@ -4,9 +4,12 @@ The default (`DEFAULT_POLICY_TOML`, also what `upm policy show` prints):
 
     [stage.staging]   checks: sha256, signature
     [stage.shadow]    checks: order, sha256, signature
-    [stage.canary]    checks: order, sha256, signature, drift, soak (1 h in shadow), allowlist, role
-    [stage.active]    checks: order, sha256, signature, drift, soak (24 h in canary), role, ack
+    [stage.canary]    checks: order, sha256, signature, drift, champion, soak (1 h in shadow),
+                      allowlist, role
+    [stage.active]    checks: order, sha256, signature, drift, champion, soak (24 h in canary),
+                      role, ack
     [drift]           max_p95 = 0.2, min_samples = 1000
+    [champion]        metric = "auto", tolerance = 0.02, min_samples = 500
     [quarantine]      auto_rollback = ["canary", "active"]
 
 Checks:
@@ -14,6 +17,11 @@ Checks:
 - sha256     the stored bytes re-hash to the registered sha256
 - signature  the registered signature is a valid Ed25519 signature of a trusted key
 - drift      measured drift p95 of the artifact <= max_p95 with >= min_samples samples
+- champion   scored on the same windows as the snapshot in `active` (state/challenge.py), the
+             artifact is not worse than it by more than `tolerance` (relative: 0.02 = 2% of the
+             active's value) in `metric` ("auto": log loss for a probability, MAE for a number;
+             or accuracy, brier, rmse), over >= min_samples windows. Nothing to compare when
+             active is empty or is the artifact.
 - soak       the artifact has been in the previous stage for at least min_soak_ms
 - allowlist  the tenant is in the canary allowlist (the per-tenant `unified_model` flag)
 - role       the actor's role is one of `roles`
@@ -23,12 +31,14 @@ A quarantined artifact is refused at every stage, whatever its checks list.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 
 from model.registry import STAGES
 
-CHECKS = ("order", "sha256", "signature", "drift", "soak", "allowlist", "role", "ack")
+CHECKS = ("order", "sha256", "signature", "drift", "champion", "soak", "allowlist", "role", "ack")
+CHAMPION_METRICS = ("auto", "log_loss", "accuracy", "brier", "mae", "rmse")
 
 DEFAULT_POLICY_TOML = """\
 [stage.staging]
@@ -38,19 +48,24 @@ checks = ["sha256", "signature"]
 checks = ["order", "sha256", "signature"]
 
 [stage.canary]
-checks = ["order", "sha256", "signature", "drift", "soak", "allowlist", "role"]
+checks = ["order", "sha256", "signature", "drift", "champion", "soak", "allowlist", "role"]
 min_soak_ms = 3600000
 roles = ["operator", "ml-engineer"]
 allowlist = []
 
 [stage.active]
-checks = ["order", "sha256", "signature", "drift", "soak", "role", "ack"]
+checks = ["order", "sha256", "signature", "drift", "champion", "soak", "role", "ack"]
 min_soak_ms = 86400000
 roles = ["operator"]
 
 [drift]
 max_p95 = 0.2
 min_samples = 1000
+
+[champion]
+metric = "auto"
+tolerance = 0.02
+min_samples = 500
 
 [quarantine]
 auto_rollback = ["canary", "active"]
@@ -75,6 +90,9 @@ class Policy:
     max_drift_p95: float = 0.2
     min_drift_samples: int = 1000
     auto_rollback: tuple[str, ...] = ("canary", "active")
+    champion_metric: str = "auto"
+    champion_tolerance: float = 0.02
+    champion_min_samples: int = 500
 
     def rule(self, stage: str) -> StageRule:
         return self.stages.get(stage, StageRule())
@@ -84,7 +102,7 @@ class Policy:
         r = self.rule("canary")
         merged = tuple(sorted(set(r.allowlist) | set(tenants)))
         stages = dict(self.stages, canary=StageRule(r.checks, r.min_soak_ms, r.roles, merged))
-        return Policy(stages, self.max_drift_p95, self.min_drift_samples, self.auto_rollback)
+        return dataclasses.replace(self, stages=stages)
 
     @classmethod
     def from_toml(cls, text: str) -> "Policy":
@@ -92,7 +110,7 @@ class Policy:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise PolicyError(f"policy: {e}") from None
-        unknown = set(doc) - {"stage", "drift", "quarantine"}
+        unknown = set(doc) - {"stage", "drift", "champion", "quarantine"}
         if unknown:
             raise PolicyError(f"policy: unknown section(s) {sorted(unknown)}")
         stages = {}
@@ -111,8 +129,20 @@ class Policy:
                                      tuple(d.get("roles", ())), tuple(d.get("allowlist", ())))
         drift = doc.get("drift", {})
         q = doc.get("quarantine", {})
+        champ = doc.get("champion", {})
+        bad = set(champ) - {"metric", "tolerance", "min_samples"}
+        if bad:
+            raise PolicyError(f"policy: unknown key(s) champion.{sorted(bad)}")
+        metric = champ.get("metric", "auto")
+        if metric not in CHAMPION_METRICS:
+            raise PolicyError(f"policy: champion.metric must be one of "
+                              f"{', '.join(CHAMPION_METRICS)}, got {metric!r}")
+        tolerance = float(champ.get("tolerance", 0.02))
+        if not 0.0 <= tolerance < 1e6:
+            raise PolicyError(f"policy: champion.tolerance must be >= 0, got {tolerance}")
         return cls(stages, float(drift.get("max_p95", 0.2)), int(drift.get("min_samples", 1000)),
-                   tuple(q.get("auto_rollback", ("canary", "active"))))
+                   tuple(q.get("auto_rollback", ("canary", "active"))), metric, tolerance,
+                   int(champ.get("min_samples", 500)))
 
     @classmethod
     def load(cls, path: str | None) -> "Policy":

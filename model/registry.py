@@ -258,6 +258,10 @@ class Registry:
             "quarantined": False}
         t["history"].append(self._event("register", None, None, sid, "upm-stream",
                                         f"snapshot v{record['version']} created"))
+        challenge = record.get("challenge")
+        if challenge and challenge.get("candidate_snapshot_id") in t["artifacts"]:
+            # the comparison is the candidate's (the parent), made on this snapshot's windows
+            t["artifacts"][challenge["candidate_snapshot_id"]]["metrics"]["challenge"] = challenge
         return True
 
     def record_drift(self, tenant: str, snapshot_id: str | None, p95: float, samples: int,

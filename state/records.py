@@ -241,6 +241,9 @@ class SnapshotRecord(Record):
     signature: str | None = None
     parent_snapshot_id: str | None = None
     scores: dict | None = None  # prequential scores of the windows since the parent snapshot
+    # the parent (candidate) and the active snapshot scored on those same windows
+    # (state/challenge.py), when the job knew an active snapshot
+    challenge: dict | None = None
     event: ClassVar[str] = "ai.upm.snapshot.created"
     _time_fields: ClassVar[tuple[str, ...]] = ("created_at", "window_start", "window_end")
 

@@ -54,6 +54,9 @@ class TenantPipeline:
         # Called with the trainer and the event time of its first record, before that record is
         # trained (the engine's warm start from a store); not state.
         self.before_first_record: Callable[[TrainerState, int], None] | None = None
+        # Called with the trainer after it cut snapshots (the engine's champion refresh,
+        # transforms/publish.py); not state.
+        self.after_snapshot: Callable[[TrainerState], None] | None = None
         self._pending: set[int] = set()  # drift boundaries with samples, not yet judged
 
     @classmethod
@@ -141,6 +144,8 @@ class TenantPipeline:
                 self._pending.add(b)
         out.deltas += t.deltas
         out.snapshots += t.snapshots
+        if t.snapshots and self.after_snapshot:
+            self.after_snapshot(self.trainer)
 
     def _judge(self, out: TenantOutput, due) -> None:
         for b in sorted(b for b in self._pending if due(b)):

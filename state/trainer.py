@@ -33,6 +33,7 @@ from model.hashing import FeatureHasher
 from model import standardize
 from model.network import ModelConfig, init_params, init_slots, learner_for, slots_or_init
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
+from state.challenge import Judge, challenge_record
 from state.drift import drift_scores
 from state.parts import Changes
 from state.prequential import Prequential
@@ -117,6 +118,10 @@ class TrainerState:
         # snapshot (the interval a snapshot's manifest reports).
         self.score_total = Prequential()
         self.score_interval = Prequential()
+        # Champion/challenger (state/challenge.py): the tenant's active snapshot, once the engine
+        # sets it, and the last snapshot cut after that, both scored on every window scored.
+        self.champion: Judge | None = None
+        self.candidate: Judge | None = None
         self.paused = False
         self.batch: list[FeatureWindow] = []
         self.ready: list[list[FeatureWindow]] = []  # full batches, oldest first, not yet trained
@@ -206,6 +211,7 @@ class TrainerState:
             k = min(room, n - i) // size
             if k >= 2:
                 rows = k * size
+                self._judge(x[i:i + rows], y[i:i + rows])
                 xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [size] * k)
                 self.params, self.slots, losses, preds = learner.update_many(
                     self.params, self.slots, self.step, xs.reshape(k, size, -1),
@@ -215,6 +221,7 @@ class TrainerState:
                 rows = min(size, room, n - i)
                 if rows < min(size, room) and not final:
                     break
+                self._judge(x[i:i + rows], y[i:i + rows])
                 xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [rows])
                 self.params, self.slots, loss, preds = learner.update(
                     self.params, self.slots, self.step, xs, ys, self.config.learning_rate)
@@ -319,6 +326,7 @@ class TrainerState:
             self.changes.mark("w")
         x = _hasher(self.model.input_width).transform([w.features for w in windows])
         y = np.array([w.label for w in windows], dtype=np.float32)
+        self._judge(x, y)
         learner = learner_for(self.model)
         if self.paused:  # scored, not learned from: the statistics are not counted either
             preds, _ = self.predict_hashed(x)
@@ -368,6 +376,37 @@ class TrainerState:
         self.score_total.add(preds, truth, kind)
         self.score_interval.add(preds, truth, kind)
 
+    def set_champion(self, snap: Snapshot | None) -> None:
+        """The snapshot the tenant's `active` stage points to (None: no active), as the engine
+        last read it. A snapshot of another model config cannot be compared and is ignored.
+        The candidate is the last snapshot cut if nothing was trained since (the engine calls
+        this right after a cut, or at the first record), else the next one cut."""
+        if snap is not None and snap.manifest.get("model") != self.model.to_dict():
+            snap = None
+        sid = snap.manifest["snapshot_id"] if snap is not None else None
+        if sid == (self.champion.snapshot_id if self.champion else None):
+            return
+        had = self.champion is not None
+        self.changes.mark("m")
+        if snap is None:
+            self.champion = self.candidate = None
+            self.changes.drop("j")
+            return
+        norm = standardize.stats_of(snap.arrays, self.model.input_width) \
+            if self.model.standardize else None
+        self.champion = Judge.frozen(sid, {k: snap.arrays[k] for k in self.model.param_names},
+                                     norm)
+        self.candidate = None
+        if self.last_snapshot_id and self.since_snapshot == 0 and self.last_snapshot_id != sid:
+            self.candidate = Judge.frozen(self.last_snapshot_id, self.params, self.norm)
+        self.changes.mark("j", new=not had)
+
+    def _judge(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.champion is not None and self.candidate is not None:
+            self.champion.score(self.model, x, y)
+            self.candidate.score(self.model, x, y)
+            self.changes.mark("j")
+
     def scores(self) -> dict:
         """Prequential scores since the start (state/prequential.py)."""
         return self.score_total.scores(self.model.prediction_kind)
@@ -404,6 +443,14 @@ class TrainerState:
             "parent_snapshot_id": self.last_snapshot_id,
         }
         self.score_interval = Prequential()
+        if self.champion is not None:
+            kind = self.model.prediction_kind
+            if self.candidate is not None and self.candidate.scores.n:
+                manifest["metrics"]["challenge"] = challenge_record(self.candidate,
+                                                                    self.champion, kind)
+            self.candidate = Judge.frozen(sid, self.params, self.norm)
+            self.champion.scores = Prequential()
+            self.changes.mark("j")
         snap = Snapshot(manifest=manifest, arrays=self._arrays())
         self.last_snapshot_id = sid
         self.since_snapshot = 0
@@ -431,7 +478,18 @@ class TrainerState:
             "ready_sizes": [len(b) for b in self.ready], "queue_start": self.queue_start,
             "arrivals": self.arrivals, "score_total": self.score_total.to_list(),
             "score_interval": self.score_interval.to_list(),
+            "judges": {name: j.to_doc() for name, j in self._judges().items()},
         }
+
+    def _judges(self) -> dict[str, Judge]:
+        return {k: j for k, j in (("champion", self.champion), ("candidate", self.candidate))
+                if j is not None}
+
+    def _judge_arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, j in self._judges().items():
+            out.update(j.arrays(name + "/"))
+        return out
 
     def _queued(self) -> list[FeatureWindow]:
         return [w for b in self.ready for w in b] + self.batch
@@ -453,6 +511,8 @@ class TrainerState:
             return pickle.dumps((self._static_meta, self._dynamic_meta()), 5)
         if key == "w":
             return encode(Snapshot(manifest={}, arrays=self._arrays()), "none").data
+        if key == "j":
+            return encode(Snapshot(manifest={}, arrays=self._judge_arrays()), "none").data
         kind, ident = key[0], key[2:]
         if kind == "q":
             return self._queued_at(int(ident) - self.queue_start).to_state()
@@ -464,7 +524,8 @@ class TrainerState:
         return self.changes.drain(self.encode_part, prefix)
 
     def parts(self) -> dict[str, bytes]:
-        keys = (["m", "w"] + [f"q/{self.queue_start + i}" for i in range(len(self._queued()))]
+        keys = (["m", "w"] + (["j"] if self.champion else [])
+                + [f"q/{self.queue_start + i}" for i in range(len(self._queued()))]
                 + list(self._seq))
         return {k: self.encode_part(k) for k in keys}
 
@@ -486,13 +547,15 @@ class TrainerState:
                 early.append((seq, k[2:], label))
         meta["awaiting"] = [(seq, w.window_id, w) for seq, w in sorted(awaiting)]
         meta["early_labels"] = sorted(early)
-        return cls._from_meta(meta, decode(parts["w"], None).arrays)
+        judges = decode(parts["j"], None).arrays if "j" in parts else {}
+        return cls._from_meta(meta, decode(parts["w"], None).arrays, judges)
 
     def to_bytes(self) -> bytes:
         meta = dict(self._meta(), queued=[w.to_dict() for w in self._queued()],
                     awaiting=[[self._seq["a/" + i], w.to_dict()] for i, w in self.awaiting.items()],
                     early_labels=[[self._seq["e/" + i], i, v] for i, v in self.early_labels.items()])
-        return encode(Snapshot(manifest={"trainer_state": meta}, arrays=self._arrays()), "none").data
+        arrays = {**self._arrays(), **{"judge:" + k: v for k, v in self._judge_arrays().items()}}
+        return encode(Snapshot(manifest={"trainer_state": meta}, arrays=arrays), "none").data
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "TrainerState":
@@ -501,10 +564,11 @@ class TrainerState:
         meta["queued"] = [FeatureWindow.from_dict(d) for d in meta["queued"]]
         meta["awaiting"] = [(seq, d["window_id"], FeatureWindow.from_dict(d))
                             for seq, d in meta["awaiting"]]
-        return cls._from_meta(meta, snap.arrays)
+        judges = {k[len("judge:"):]: v for k, v in snap.arrays.items() if k.startswith("judge:")}
+        return cls._from_meta(meta, snap.arrays, judges)
 
     @classmethod
-    def _from_meta(cls, meta: dict, arrays: dict) -> "TrainerState":
+    def _from_meta(cls, meta: dict, arrays: dict, judges: dict | None = None) -> "TrainerState":
         ts = cls(meta["tenant_id"], ModelConfig.from_dict(meta["model"]), TrainerConfig(**meta["config"]),
                  meta["trainer_id"])
         ts.params = {k: arrays[k] for k in ts.model.param_names}
@@ -517,6 +581,8 @@ class TrainerState:
         ts.last_loss = float("nan") if meta["last_loss"] is None else meta["last_loss"]
         ts.score_total = Prequential.from_list(meta.get("score_total"))  # absent: earlier code
         ts.score_interval = Prequential.from_list(meta.get("score_interval"))
+        for name, doc in (meta.get("judges") or {}).items():
+            setattr(ts, name, Judge.from_arrays(ts.model, name + "/", judges or {}, doc))
         ts.counters.update(meta["counters"])
         ts.changes = Changes()  # what was read is what the engine holds
         queued = meta["queued"]

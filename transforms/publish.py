@@ -70,7 +70,8 @@ class SnapshotPublisher:
             windows_trained=m["windows_trained"], loss=m["metrics"]["loss"], uri=stored.uri,
             sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
             compression=stored.compression, signature=signature,
-            parent_snapshot_id=m["parent_snapshot_id"], scores=m["metrics"].get("prequential"))
+            parent_snapshot_id=m["parent_snapshot_id"], scores=m["metrics"].get("prequential"),
+            challenge=m["metrics"].get("challenge"))
 
     def publish_or_refuse(self, snap: Snapshot) -> tuple[SnapshotRecord | None, str | None]:
         """(record, None), or (None, a `upm.snapshot.refused` record) when the store already
@@ -108,6 +109,23 @@ def warm_start(store_location: str, trainer, first_event_time: int) -> str | Non
         return None
     trainer.load_snapshot(snap)
     return sid
+
+
+def refresh_champion(store_location: str, trainer) -> None:
+    """Tell a tenant's trainer which snapshot its `active` stage points to (read from the
+    registry, its bytes sha256-verified), so the trainer scores it and the newest candidate on
+    the same windows (state/challenge.py). Engines call it at a tenant's first record and after
+    each snapshot the tenant cuts."""
+    registry = open_registry(store_location)
+    t = registry.tenant(trainer.tenant_id)
+    sid = t["stages"]["active"] if t else None
+    if sid == (trainer.champion.snapshot_id if trainer.champion else None):
+        return
+    if sid is None:
+        trainer.set_champion(None)
+        return
+    entry = t["artifacts"][sid]
+    trainer.set_champion(open_store(store_location).read_snapshot(entry["uri"], entry["sha256"]))
 
 
 class DriftGovernor:

@@ -52,7 +52,8 @@ def publish(store, registry, signer, snap, compression="zstd"):
                          m["metrics"]["loss"], stored.uri, stored.sha256, stored.size_bytes,
                          stored.format, stored.compression,
                          signer.sign(m["snapshot_id"], stored.sha256) if signer else None,
-                         m["parent_snapshot_id"])
+                         m["parent_snapshot_id"], m["metrics"].get("prequential"),
+                         m["metrics"].get("challenge"))
     registry.register(asdict(rec))
     return rec
 
@@ -85,7 +86,19 @@ class World:
         return [s.snapshot_id for s in self.snaps[tenant]]
 
     def healthy(self, tenant, sid, p95=0.05, samples=5000):
+        """Measured drift, and (when an active exists) a comparison with it that `sid` wins."""
         self.registry.record_drift(tenant, sid, p95, samples)
+        active = self.registry.pointer(tenant, "active")
+        if active and active != sid:
+            self.compared(tenant, sid, active, mae=0.10, active_mae=0.11)
+
+    def compared(self, tenant, sid, against, mae, active_mae, n=1000):
+        """What the job records as `metrics.challenge` (state/challenge.py) for `sid`."""
+        challenge = {"candidate_snapshot_id": sid, "champion_snapshot_id": against,
+                     "candidate": {"n": n, "mae": mae, "rmse": mae},
+                     "champion": {"n": n, "mae": active_mae, "rmse": active_mae}}
+        self.registry.update(lambda d: d["tenants"][tenant]["artifacts"][sid]["metrics"]
+                             .update(challenge=challenge))
 
     def walk_to_active(self, tenant, sid, actor="ops"):
         g = self.gov

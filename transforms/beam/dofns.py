@@ -25,8 +25,8 @@ from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from state.replay import ReplayBuffer
 from state.trainer import TrainerState
-from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, replay_stats,
-                                trainer_stats, warm_start)
+from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats,
+                                refresh_champion, replay_stats, trainer_stats, warm_start)
 
 END = GlobalWindow().max_timestamp()  # fires when the input is exhausted
 
@@ -101,12 +101,18 @@ class ReplayTrainDoFn(beam.DoFn):
             final.set(END)
             if self.store_location and ts.version == 0:
                 warm_start(self.store_location, ts, rec.event_time)
+            if self.store_location:
+                refresh_champion(self.store_location, ts)
         if kind == "feedback":
             outs = [ts.on_feedback(rec)]
             replayed = None
         else:
             replayed = rb.add(rec)
-            outs = [ts.on_window(w) for w in replayed.released]
+            outs = []
+            for w in replayed.released:
+                outs.append(ts.on_window(w))
+                if outs[-1].snapshots and self.store_location:
+                    refresh_champion(self.store_location, ts)
             if rb.held and rb.config.quiet_release_ms:
                 # Setting it again moves it: it fires only after that long without a window.
                 quiet.set(Timestamp.now() + rb.config.quiet_release_ms / 1000)
