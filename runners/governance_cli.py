@@ -185,6 +185,19 @@ def cmd_status(args) -> int:
             trend = [a["metrics"]["drift_p95"] for a in arts if a["metrics"]["drift_p95"] is not None]
             if trend:
                 print("   drift p95 by version: " + " ".join(f"{x:.3f}" for x in trend[-8:]))
+            metric = _score_metric(arts)
+            if metric:
+                vals = [(a["lineage"]["version"], a["metrics"][metric]) for a in arts
+                        if a["metrics"].get(metric) is not None]
+                print(f"   prequential {metric} by version (the windows each closes): "
+                      + " ".join(f"v{v} {x:.3f}" for v, x in vals[-8:]))
+            for a in arts[-3:]:
+                ch = a["metrics"].get("challenge")
+                if ch:
+                    m = "log_loss" if "log_loss" in ch["candidate"] else "mae"
+                    print(f"   v{a['lineage']['version']} vs active {ch['champion_snapshot_id']} "
+                          f"on the same {ch['candidate'].get('n')} windows: {m} "
+                          f"{_num(ch['candidate'].get(m))} vs {_num(ch['champion'].get(m))}")
         q = [h for h in e["history"] if h["action"] == "quarantine"][-3:]
         for h in q:
             print(f"   quarantine {_when(h['timestamp'])} {h['artifact_id']}: {h['reason']}")
@@ -201,9 +214,18 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _score_metric(arts) -> str | None:
+    """The prequential score the artifacts carry: accuracy for a classifier, else MAE."""
+    for key in ("accuracy", "mae"):
+        if any(a["metrics"].get(key) is not None for a in arts):
+            return key
+    return None
+
+
 def plot_status(doc: dict, path: str) -> None:
-    """Per tenant: the drift p95 trend and each snapshot's loss over event time, with the
-    threshold, quarantines (red) and promotions/rollbacks (green) marked."""
+    """Per tenant: the drift p95 trend and each snapshot's prequential score (accuracy or MAE
+    of the windows it closes; the last batch's loss for snapshots made before scores existed)
+    over event time, with the threshold, quarantines (red) and promotions/rollbacks (green)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,9 +237,12 @@ def plot_status(doc: dict, path: str) -> None:
     fig, axes = plt.subplots(len(tenants), 1, figsize=(10, 2.8 * len(tenants)), squeeze=False)
     for ax, t in zip(axes[:, 0], tenants):
         e = doc["tenants"].get(t)
-        ax.set_title(f"{t}: drift p95 (line) and snapshot loss (squares) over event time")
         if e is None:
+            ax.set_title(t)
             continue
+        metric = _score_metric(list(e["artifacts"].values())) or "loss"
+        ax.set_title(f"{t}: drift p95 (line) and prequential {metric} per snapshot (squares) "
+                     "over event time")
         trend = e.get("drift_trend", [])
         if trend:
             ax.plot([ts(p[0]) for p in trend], [p[1] for p in trend], "-", color="tab:red",
@@ -225,13 +250,14 @@ def plot_status(doc: dict, path: str) -> None:
         ax.axhline(0.2, color="tab:red", ls=":", lw=1)
         ax.set_ylabel("drift p95", color="tab:red")
         arts = sorted(e["artifacts"].items(), key=lambda kv: kv[1]["lineage"]["version"] or 0)
-        pts = [(ts(a["created_at"]), a["metrics"]["loss"]) for _, a in arts
-               if a.get("created_at") and a["metrics"].get("loss") is not None]
+        pts = [(ts(a["created_at"]), a["metrics"][metric]) for _, a in arts
+               if a.get("created_at") and a["metrics"].get(metric) is not None]
         if pts:
             ax2 = ax.twinx()
-            ax2.plot(*zip(*pts), "s--", color="tab:blue", label="loss")
-            ax2.set_yscale("log")
-            ax2.set_ylabel("loss", color="tab:blue")
+            ax2.plot(*zip(*pts), "s--", color="tab:blue", label=metric)
+            if metric == "loss":
+                ax2.set_yscale("log")
+            ax2.set_ylabel(metric, color="tab:blue")
         by_id = dict(arts)
         for h in e["history"]:
             a = by_id.get(h.get("artifact_id"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from model.adapter import Adapter
+from model.network import ModelConfig
 from model.registry import LocalDocumentStore, Registry
 from model.signing import Verifier, generate_keypair
 from model.store import LocalSnapshotStore
@@ -80,7 +81,7 @@ def test_run_promote_adapt_predict(tmp_path):
             if '"tenant_id": "globex"' in line and '"features"' in line][:5]
     pred, emb = adapter.predict(rows), adapter.embed(rows)
     assert pred.shape == (len(rows),) and np.isfinite(pred).all()
-    assert emb.shape == (len(rows), 256)
+    assert emb.shape == (len(rows), ModelConfig().input_width)  # a linear head's embedding
 
     history = upm("registry", "history", "--store", str(store), "--tenant", "globex",
                   env=env).stdout
@@ -90,6 +91,7 @@ def test_run_promote_adapt_predict(tmp_path):
         "staging", "shadow", "canary", "active"]
     status = upm("status", "--store", str(store), "--plot", str(tmp_path / "s.png"), env=env)
     assert "agent-e2e" in status.stdout and (tmp_path / "s.png").stat().st_size > 10_000
+    assert "prequential mae by version" in status.stdout
 
     # A flipped byte in a stored artifact: verify fails loudly.
     path = store / registry.artifact("globex", "globex-v000001")["uri"]  # relative to the store

@@ -34,3 +34,44 @@ def test_second_run_continues_the_version_sequence(tmp_path):
         assert old and new
         assert new[0]["version"] == old[-1]["version"] + 1
         assert new[0]["parent_snapshot_id"] == old[-1]["snapshot_id"]
+
+
+def test_a_run_with_an_active_snapshot_scores_the_candidate_against_it(tmp_path):
+    """The job reads the tenant's active snapshot from the registry and records, with each
+    snapshot, the candidate and the active scored on the same windows (state/challenge.py)."""
+    from model.governance import Governance, JsonLinesSink, events_path
+    from model.policy import Policy
+    from model.registry import open_registry
+    from model.signing import Verifier
+    from model.store import open_store
+
+    lines, _ = generate(ScenarioSpec(tenants=1, windows_per_tenant=2400, seed=9, drift_tenant=None))
+    cut = len(lines) // 2
+    (tmp_path / "a.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(lines[cut:]) + "\n")
+    conf = tmp_path / "upm.toml"
+    conf.write_text(profile_toml(DEMO_PROFILE))
+    out = tmp_path / "out"
+    run(["--input", str(tmp_path / "a.jsonl"), "--output", str(out), "--config", str(conf), "--quiet"])
+    store = str(out)  # the store root is the output directory (pipelines/options.py)
+    registry = open_registry(store)
+    tenant = next(iter(registry.read()["tenants"]))
+    newest = max(registry.tenant(tenant)["artifacts"])
+    lenient = Policy.from_toml("".join(f"[stage.{s}]\nchecks = []\n"
+                                       for s in ("staging", "shadow", "canary", "active")))
+    gov = Governance(registry, open_store(store), lenient, Verifier({}),
+                     JsonLinesSink(events_path(store)))
+    for stage in ("staging", "shadow", "canary", "active"):
+        gov.promote(tenant, stage, newest, "test", "champion for the second run")
+    run(["--input", str(tmp_path / "b.jsonl"), "--output", str(out), "--config", str(conf), "--quiet",
+         "--fresh"])
+    second = sorted((s for s in read_records(out / "records", "snapshots")
+                     if s["tenant_id"] == tenant), key=lambda s: s["version"])
+    challenged = [s for s in second if s.get("challenge")]
+    assert challenged, second
+    ch = challenged[0]["challenge"]
+    assert ch["champion_snapshot_id"] == newest and ch["candidate_snapshot_id"] == \
+        challenged[0]["parent_snapshot_id"]
+    assert ch["candidate"]["n"] == ch["champion"]["n"] == DEMO_PROFILE["trainer"]["snapshot_interval"]
+    entry = registry.tenant(tenant)["artifacts"][ch["candidate_snapshot_id"]]
+    assert entry["metrics"]["challenge"] == ch
