@@ -117,6 +117,15 @@ def test_the_block_path_records_the_same_comparison():
     assert rest[-1].manifest["metrics"]["challenge"]["champion"]["n"] == 200
 
 
+def to_canary_ready(world, sid):
+    """Through staging and shadow, drift measured, the shadow soak over: only `champion` (and
+    what it needs) is left to decide canary."""
+    world.gov.promote("acme", "staging", sid, "ops", "new")
+    world.gov.promote("acme", "shadow", sid, "ops", "ok")
+    world.registry.record_drift("acme", sid, 0.05, 5000)
+    world.clock.advance(3601)
+
+
 def test_the_champion_check_refuses_a_candidate_that_got_worse(tmp_path):
     """Through the store: the active snapshot is read from the registry by the engine's
     refresh (transforms/publish.py), comparisons go to the registry with each snapshot, and
@@ -140,10 +149,7 @@ def test_the_champion_check_refuses_a_candidate_that_got_worse(tmp_path):
     ch = world.registry.artifact("acme", "acme-v000004")["metrics"]["challenge"]
     assert ch["champion_snapshot_id"] == "acme-v000003" and ch["candidate"]["n"] == 200
     g = world.gov
-    g.promote("acme", "staging", "acme-v000004", "ops", "new")
-    g.promote("acme", "shadow", "acme-v000004", "ops", "ok")
-    world.registry.record_drift("acme", "acme-v000004", 0.05, 5000)
-    world.clock.advance(3601)
+    to_canary_ready(world, "acme-v000004")
     g.promote("acme", "canary", "acme-v000004", "ops", "better than active", role="operator")
 
     # the labels flip for 400 windows: v7 learned the wrong concept; back to the right one,
@@ -153,10 +159,7 @@ def test_the_champion_check_refuses_a_candidate_that_got_worse(tmp_path):
     bad = "acme-v000007"
     ch = world.registry.artifact("acme", bad)["metrics"]["challenge"]
     assert ch["candidate"]["log_loss"] > ch["champion"]["log_loss"] * 1.02, ch
-    g.promote("acme", "staging", bad, "ops", "new")
-    g.promote("acme", "shadow", bad, "ops", "ok")
-    world.registry.record_drift("acme", bad, 0.05, 5000)
-    world.clock.advance(3601)
+    to_canary_ready(world, bad)
     with pytest.raises(PromotionRefused) as e:
         g.promote("acme", "canary", bad, "ops", "r", role="operator")
     (fail,) = [f for f in e.value.failures if f.rule == "champion"]
@@ -170,10 +173,7 @@ def test_no_comparison_with_the_current_active_is_refused(tmp_path):
     world.walk_to_active("acme", a)
     world.compared("acme", b, against=c, mae=0.1, active_mae=0.2)  # against another snapshot
     g = world.gov
-    g.promote("acme", "staging", b, "ops", "r")
-    g.promote("acme", "shadow", b, "ops", "r")
-    world.registry.record_drift("acme", b, 0.05, 5000)
-    world.clock.advance(3601)
+    to_canary_ready(world, b)
     with pytest.raises(PromotionRefused) as e:
         g.promote("acme", "canary", b, "ops", "r", role="operator")
     assert any(f.rule == "champion" and f"compared with {c}" in f.reason

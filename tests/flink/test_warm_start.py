@@ -15,18 +15,26 @@ def run(args):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
-def test_second_run_continues_the_version_sequence(tmp_path):
-    lines, _ = generate(ScenarioSpec(tenants=2, windows_per_tenant=1600, seed=8, drift_tenant=None))
+def first_run(tmp_path, spec):
+    """Run the first half of a generated stream into a store; returns the output directory and
+    a function that runs the second half into the same store (only its records kept)."""
+    lines, _ = generate(spec)
     cut = len(lines) // 2
     (tmp_path / "a.jsonl").write_text("\n".join(lines[:cut]) + "\n")
     (tmp_path / "b.jsonl").write_text("\n".join(lines[cut:]) + "\n")
     conf = tmp_path / "upm.toml"
     conf.write_text(profile_toml(DEMO_PROFILE))
     out = tmp_path / "out"
-    run(["--input", str(tmp_path / "a.jsonl"), "--output", str(out), "--config", str(conf), "--quiet"])
+    common = ["--output", str(out), "--config", str(conf), "--quiet"]
+    run(["--input", str(tmp_path / "a.jsonl"), *common])
+    return out, lambda: run(["--input", str(tmp_path / "b.jsonl"), *common, "--fresh"])
+
+
+def test_second_run_continues_the_version_sequence(tmp_path):
+    out, second_run = first_run(tmp_path, ScenarioSpec(tenants=2, windows_per_tenant=1600, seed=8,
+                                                       drift_tenant=None))
     first = read_records(out / "records", "snapshots")
-    run(["--input", str(tmp_path / "b.jsonl"), "--output", str(out), "--config", str(conf), "--quiet",
-         "--fresh"])  # only the second run's records; the store is kept
+    second_run()
     second = read_records(out / "records", "snapshots")
     for tenant in ("acme", "globex"):
         old = sorted((s for s in first if s["tenant_id"] == tenant), key=lambda s: s["version"])
@@ -45,14 +53,8 @@ def test_a_run_with_an_active_snapshot_scores_the_candidate_against_it(tmp_path)
     from model.signing import Verifier
     from model.store import open_store
 
-    lines, _ = generate(ScenarioSpec(tenants=1, windows_per_tenant=2400, seed=9, drift_tenant=None))
-    cut = len(lines) // 2
-    (tmp_path / "a.jsonl").write_text("\n".join(lines[:cut]) + "\n")
-    (tmp_path / "b.jsonl").write_text("\n".join(lines[cut:]) + "\n")
-    conf = tmp_path / "upm.toml"
-    conf.write_text(profile_toml(DEMO_PROFILE))
-    out = tmp_path / "out"
-    run(["--input", str(tmp_path / "a.jsonl"), "--output", str(out), "--config", str(conf), "--quiet"])
+    out, second_run = first_run(tmp_path, ScenarioSpec(tenants=1, windows_per_tenant=2400, seed=9,
+                                                       drift_tenant=None))
     store = str(out)  # the store root is the output directory (pipelines/options.py)
     registry = open_registry(store)
     tenant = next(iter(registry.read()["tenants"]))
@@ -63,8 +65,7 @@ def test_a_run_with_an_active_snapshot_scores_the_candidate_against_it(tmp_path)
                      JsonLinesSink(events_path(store)))
     for stage in ("staging", "shadow", "canary", "active"):
         gov.promote(tenant, stage, newest, "test", "champion for the second run")
-    run(["--input", str(tmp_path / "b.jsonl"), "--output", str(out), "--config", str(conf), "--quiet",
-         "--fresh"])
+    second_run()
     second = sorted((s for s in read_records(out / "records", "snapshots")
                      if s["tenant_id"] == tenant), key=lambda s: s["version"])
     challenged = [s for s in second if s.get("challenge")]
