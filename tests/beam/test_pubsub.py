@@ -82,7 +82,10 @@ def test_pubsub_in_records_out(emulator, tmp_path):
 
     # The DirectRunner reads Pub/Sub slowly (about a dozen messages a second here), so the drift
     # monitor judges after 100 samples instead of the demo's 300 to quarantine within the run.
-    profile = {**DEMO_PROFILE, "drift": {**DEMO_PROFILE["drift"], "sample_size": 100}}
+    # The seeds' absolute rule, as in test_drift_quarantine_fires_on_the_timer (Beam judges at
+    # the watermark; the relative rule's level needs the trailing deltas).
+    profile = {**DEMO_PROFILE, "drift": {**DEMO_PROFILE["drift"], "sample_size": 100,
+                                         "rule": "absolute"}}
     conf = tmp_path / "upm.toml"
     conf.write_text(profile_toml(profile))
     # The pipeline is unbounded: run it until the records the test waits for have arrived
