@@ -256,7 +256,8 @@ class DriftWindow:
         return {
             "tenant_id": self.tenant_id, "evaluated_until": self.evaluated_until,
             "in_episode": self.in_episode, "episode_id": self.episode_id,
-            "reference": self.reference, "trainer_id": self.trainer_id, "snapshot_id": self.snapshot_id,
+            "reference": self.reference, "trainer_id": self.trainer_id,
+            "snapshot_id": self.snapshot_id,
             "snapshot_version": self.snapshot_version,
             "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
         }

@@ -569,8 +569,8 @@ class TrainerState:
 
     @classmethod
     def _from_meta(cls, meta: dict, arrays: dict, judges: dict | None = None) -> "TrainerState":
-        ts = cls(meta["tenant_id"], ModelConfig.from_dict(meta["model"]), TrainerConfig(**meta["config"]),
-                 meta["trainer_id"])
+        ts = cls(meta["tenant_id"], ModelConfig.from_dict(meta["model"]),
+                 TrainerConfig(**meta["config"]), meta["trainer_id"])
         ts.params = {k: arrays[k] for k in ts.model.param_names}
         ts.slots = slots_or_init(ts.model, ts.params, _slots_in(arrays), ts.config.learning_rate)
         if ts.model.standardize:
