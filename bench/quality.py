@@ -85,7 +85,8 @@ def datasets(n_synth: int):
 
 
 def drift_streams(before: int, after: int):
-    """(name, task, rows, change index): one abrupt change at row `before`."""
+    """(name, task, rows, change index, config): one abrupt change at row `before`, and three
+    streams as long without one."""
     from river.datasets import synth
 
     sea = [(dict(x), float(y)) for x, y in synth.SEA(variant=0, seed=3).take(before)]
@@ -95,7 +96,17 @@ def drift_streams(before: int, after: int):
     plane = plane[:before] + [(x, 1.0 - y) for x, y in plane[before:]]
     fried = [(dict(x), float(y)) for x, y in synth.FriedmanDrift(
         drift_type="gra", position=(before, 10 * (before + after)), seed=6).take(before + after)]
-    return [("SEA threshold 8 -> 9.5", "binary", sea, before, {}),
+    n = before + after  # the same length with no change: every detection is a false alarm
+    steady = [
+        ("no change: SEA variant 1", "binary",
+         [(dict(x), float(y)) for x, y in synth.SEA(variant=1, seed=11, noise=0.05).take(n)], n, {}),
+        ("no change: hyperplane 10-d", "binary",
+         [(dict(x), float(y)) for x, y in
+          synth.Hyperplane(seed=12, n_features=10, noise_percentage=0.1).take(n)], n, {}),
+        ("no change: friedman, drift_scale 5", "regression",
+         [(dict(x), float(y)) for x, y in synth.Friedman(seed=2).take(n)], n,
+         {"trainer": {"drift_scale": 5.0}})]
+    return steady + [("SEA threshold 8 -> 9.5", "binary", sea, before, {}),
             ("hyperplane labels flipped", "binary", plane, before, {}),
             # numeric scores are min(1, |error| / trainer.drift_scale): at the default scale 1
             # Friedman's errors (about 2) all score 1 and no change can show; 5 is its target's
@@ -265,7 +276,8 @@ def drift_markdown(drifts) -> str:
              "UPM absolute p95 > 0.2: false alarms, delay | ADWIN on the same scores: "
              "false alarms, delay |", "|---|---|---|---|"]
     for row in drifts:
-        cells = [f"{row['dataset']} ({row['change_at']})"]
+        at = "none" if row["change_at"] >= row["rows"] else row["change_at"]
+        cells = [f"{row['dataset']} ({at})"]
         cells += [_detected(row[k]) for k in ("relative", "absolute", "adwin")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n(delay in windows after the change; - = not detected)\n"

@@ -112,7 +112,8 @@ class Governance:
                 if n < self.policy.min_drift_samples:
                     fails.append(Failure("drift", f"{n} drift samples < {self.policy.min_drift_samples}"
                                          " required"))
-                elif p95 is None or p95 > self.policy.max_drift_p95:
+                elif self.policy.max_drift_p95 is not None and (
+                        p95 is None or p95 > self.policy.max_drift_p95):
                     fails.append(Failure("drift", f"drift p95 {p95} > {self.policy.max_drift_p95}"))
                 if a.get("quarantined"):
                     fails.append(Failure("drift", f"{artifact_id} is quarantined"))
@@ -291,7 +292,7 @@ class Governance:
 def _quarantine_reason(record: dict) -> str:
     if record.get("rule") == "relative":
         return (f"drift mean {record['drift_mean']:.4f} > {record['threshold']:.4f} (reference "
-                f"level {record['reference_level']:.4f} of the window before) over "
+                f"level {record['reference_level']:.4f} of the history before) over "
                 f"{record['sample_count']} samples")
     return (f"drift p95 {record['drift_p95']:.3f} > {record['threshold']} "
             f"over {record['sample_count']} samples")

@@ -8,7 +8,7 @@ The default (`DEFAULT_POLICY_TOML`, also what `upm policy show` prints):
                       allowlist, role
     [stage.active]    checks: order, sha256, signature, drift, champion, soak (24 h in canary),
                       role, ack
-    [drift]           max_p95 = 0.2, min_samples = 1000
+    [drift]           min_samples = 1000 (max_p95: unset)
     [champion]        metric = "auto", tolerance = 0.02, min_samples = 500
     [quarantine]      auto_rollback = ["canary", "active"]
 
@@ -16,7 +16,11 @@ Checks:
 - order      the artifact is what the previous stage points to (staging -> shadow -> canary -> active)
 - sha256     the stored bytes re-hash to the registered sha256
 - signature  the registered signature is a valid Ed25519 signature of a trusted key
-- drift      measured drift p95 of the artifact <= max_p95 with >= min_samples samples
+- drift      the artifact's predictions were judged by the drift monitor on >= min_samples
+             samples, and it is not quarantined (the monitor's `drift.rule` decided); with
+             `max_p95` set, also the seeds' absolute ceiling: measured drift p95 <= max_p95 (for
+             a probability the p95 of |p - y| is above 0.2 for any classifier wrong on 5% of its
+             windows, so a fixed ceiling suits numbers of a known scale, not classifiers)
 - champion   scored on the same windows as the snapshot in `active` (state/challenge.py), the
              artifact is not worse than it by more than `tolerance` (relative: 0.02 = 2% of the
              active's value) in `metric` ("auto": log loss for a probability, MAE for a number;
@@ -59,7 +63,6 @@ min_soak_ms = 86400000
 roles = ["operator"]
 
 [drift]
-max_p95 = 0.2
 min_samples = 1000
 
 [champion]
@@ -87,7 +90,7 @@ class StageRule:
 @dataclass(frozen=True)
 class Policy:
     stages: dict[str, StageRule] = field(default_factory=dict)
-    max_drift_p95: float = 0.2
+    max_drift_p95: float | None = None
     min_drift_samples: int = 1000
     auto_rollback: tuple[str, ...] = ("canary", "active")
     champion_metric: str = "auto"
@@ -140,7 +143,12 @@ class Policy:
         tolerance = float(champ.get("tolerance", 0.02))
         if not 0.0 <= tolerance < 1e6:
             raise PolicyError(f"policy: champion.tolerance must be >= 0, got {tolerance}")
-        return cls(stages, float(drift.get("max_p95", 0.2)), int(drift.get("min_samples", 1000)),
+        bad = set(drift) - {"max_p95", "min_samples"}
+        if bad:
+            raise PolicyError(f"policy: unknown key(s) drift.{sorted(bad)}")
+        max_p95 = drift.get("max_p95")
+        return cls(stages, None if max_p95 is None else float(max_p95),
+                   int(drift.get("min_samples", 1000)),
                    tuple(q.get("auto_rollback", ("canary", "active"))), metric, tolerance,
                    int(champ.get("min_samples", 500)))
 

@@ -1,8 +1,8 @@
 """The UPM streaming job as an Apache Beam pipeline, over the same core as the Flink job.
 
-    lines ─► Parse ─► ReplayBuffer+Trainer ─► DriftMonitor ─► drift scores, quarantines ─► Govern
-               │dead letters │dups/late/gaps │snapshots ─► PublishSnapshot        │rollbacks
-               ▼             ▼               ▼                                    ▼
+    lines ─► Parse ─► ReplayBuffer+Trainer+DriftWindow ─► drift scores, quarantines ─► Govern
+               │dead letters │dups/late/gaps  │snapshots ─► PublishSnapshot           │rollbacks
+               ▼             ▼                ▼                                       ▼
                          records/<kind>/*.jsonl (one JSON record per line)
 
 Locally it runs on the BundleBasedDirectRunner in streaming mode, fed by a TestStream that
@@ -59,27 +59,24 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
     cfg = opts.config
     parsed = lines | "Parse" >> beam.ParDo(dofns.Parse("beam", cfg.source.max_features)) \
         .with_outputs("dead_letters", main="windows")
-    train = beam.ParDo(dofns.ReplayTrainDoFn(cfg, opts.shadow_deltas,
-                                             opts.store_root if opts.warm_start else None))
+    train = beam.ParDo(dofns.TenantDoFn(cfg, opts.shadow_deltas,
+                                        opts.store_root if opts.warm_start else None))
     if cfg.model.device == "gpu":
         train = train.with_resource_hints(accelerator=GPU_HINT)
-    trained = parsed.windows | "ReplayBuffer+Trainer" >> train.with_outputs(
-        "duplicates", "late", "gaps", "dead_letters", "shadow_deltas", "snapshot_objects", "stats",
-        main="deltas")
+    trained = parsed.windows | "ReplayBuffer+Trainer+DriftWindow" >> train.with_outputs(
+        "duplicates", "late", "gaps", "dead_letters", "shadow_deltas", "drift_scores",
+        "quarantines", "stats", main="snapshot_objects")
     snapshots = trained.snapshot_objects | "PublishSnapshot" >> beam.ParDo(
         dofns.PublishSnapshot(opts.store_root, cfg.snapshots.compression)).with_outputs(
             "refusals", main="records")
-    drift = trained.deltas | "DriftMonitor" >> beam.ParDo(dofns.DriftMonitorDoFn(cfg)) \
-        .with_outputs("drift_scores", "quarantines", "stats", main="nothing")
-    rollbacks = ((drift.drift_scores, drift.quarantines) | "DriftRecords" >> beam.Flatten()
+    rollbacks = ((trained.drift_scores, trained.quarantines) | "DriftRecords" >> beam.Flatten()
                  | "Govern" >> beam.ParDo(dofns.Govern(opts.store_root, opts.policy_path)))
     records = {
         "dead_letters": [parsed.dead_letters, trained.dead_letters],
         "duplicates": [trained.duplicates], "late": [trained.late], "gaps": [trained.gaps],
         "snapshots": [snapshots.records], "refusals": [snapshots.refusals],
-        "drift_scores": [drift.drift_scores], "quarantines": [drift.quarantines],
-        "rollbacks": [rollbacks],
-        "stats": [trained.stats, drift.stats],
+        "drift_scores": [trained.drift_scores], "quarantines": [trained.quarantines],
+        "rollbacks": [rollbacks], "stats": [trained.stats],
     }
     if opts.shadow_deltas:
         records["shadow_deltas"] = [trained.shadow_deltas]

@@ -71,7 +71,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "drift.sample_size": _POS, "drift.evaluation_interval_ms": _POS,
     "drift.evaluation_delay_ms": _NONNEG, "drift.recovery_ratio": (0.0, 1.0),
     "drift.relative_accuracy": (1e-4, 0.01), "drift.min_model_version": _NONNEG,
-    "drift.relative_threshold": (0.0, None), "drift.min_increase": (0.0, 1.0),
+    "drift.significance": (0.0, None), "drift.min_increase": (0.0, 1.0),
     "model.input_width": (1, 1 << 20), "model.hidden_units": (1, 1 << 16), "model.seed": _NONNEG,
     "model.ftrl_l1": _NONNEG, "model.ftrl_l2": _NONNEG,
     "snapshots.retention_days": _NONNEG,

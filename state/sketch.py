@@ -98,6 +98,16 @@ class QuantileSketch:
     def mean(self) -> float:
         return self.total / self.count if self.count else float("nan")
 
+    @property
+    def variance(self) -> float:
+        """The population variance around the exact mean, each value taken as its bucket's
+        representative (within `alpha` of it)."""
+        if not self.count:
+            return float("nan")
+        m = self.mean
+        return (self.zero * m * m + sum(c * (min(self._value(k), self.max) - m) ** 2
+                                        for k, c in self.buckets.items())) / self.count
+
     # -- bytes: header, zero count, then (bucket key, count) pairs as int32 -----------------
 
     _HEADER = struct.Struct("<dqqdd")

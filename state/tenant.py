@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from model.snapshot import Snapshot
 from state.config import UpmConfig
 from state.drift import DriftOutput, DriftWindow
+from state.parse import dead_letter
 from state.records import FeatureWindow, Feedback, ShadowDelta
 from state.replay import ReplayBuffer, ReplayOutput
 from state.trainer import TrainerOutput, TrainerState
@@ -43,6 +44,19 @@ class TenantOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     drift: DriftOutput = field(default_factory=DriftOutput)
+
+    def records(self, now_ms: int):
+        """(output kind, record) in the order an engine emits them; a Snapshot object's kind is
+        "snapshot" (the engine publishes it, and the publisher emits its `snapshots` record)."""
+        for w, reason in self.replay.refused:
+            yield "dead_letters", dead_letter(w.to_json(), reason, "replay", now_ms)
+        for kind, items in (("duplicates", self.replay.duplicates), ("late", self.replay.late),
+                            ("gaps", self.replay.gaps), ("shadow_deltas", self.deltas),
+                            ("snapshot", self.snapshots), ("drift_scores", self.drift.scores),
+                            ("quarantines", self.drift.quarantines),
+                            ("quarantines", self.drift.recoveries)):
+            for item in items:
+                yield kind, item
 
 
 class TenantPipeline:

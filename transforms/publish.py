@@ -111,6 +111,14 @@ def warm_start(store_location: str, trainer, first_event_time: int) -> str | Non
     return sid
 
 
+def first_record(store_location: str, trainer, event_time: int) -> None:
+    """What every engine does before a tenant's first record is trained (TenantPipeline's
+    `before_first_record`): warm-start a fresh trainer, then read its champion."""
+    if trainer.version == 0:
+        warm_start(store_location, trainer, event_time)
+    refresh_champion(store_location, trainer)
+
+
 def refresh_champion(store_location: str, trainer) -> None:
     """Tell a tenant's trainer which snapshot its `active` stage points to (read from the
     registry, its bytes sha256-verified), so the trainer scores it and the newest candidate on

@@ -97,11 +97,7 @@ def test_late_windows_behind_the_frontier_are_flagged_and_duplicates_dropped(tmp
 
 def test_drift_quarantine_fires_on_the_timer(tmp_path):
     lines, expected = generate(ScenarioSpec(tenants=2, windows_per_tenant=1500, seed=4))
-    # The seeds' absolute rule: on this short stream under TestStream the relative rule raised
-    # nothing (session 7 note: Beam's DriftMonitor judges when the watermark passes, before the
-    # trainer's trailing deltas arrive; the relative level is then read from partial windows)
-    cfg = UpmConfig.from_dict({**DEMO_PROFILE, "drift": {**DEMO_PROFILE["drift"],
-                                                         "rule": "absolute"}})
+    cfg = UpmConfig.from_dict(DEMO_PROFILE)  # the default (relative) drift rule
     def stream():
         return beam_job.test_stream_of(lines, cfg.source.out_of_orderness_ms)
     rec = run_stream(tmp_path, stream, cfg, shadow=False)

@@ -80,11 +80,20 @@ def test_unsigned_artifact_is_refused(tmp_path):
     assert "unsigned" in _refused(w, "staging", sid, "signature")
 
 
-def test_drift_over_threshold_is_refused(world):
-    sid = world.ids()[0]
-    _to_canary_ready(world, sid)
-    world.healthy("acme", sid, p95=0.35, samples=5000)
-    assert "drift p95 0.35" in _refused(world, "canary", sid, "drift")
+def test_drift_over_an_absolute_ceiling_is_refused_when_the_policy_sets_one(tmp_path):
+    # the default policy has no ceiling: a classifier's p95 of |p - y| is often 0.35 and healthy
+    w = World(tmp_path)
+    sid = w.ids()[0]
+    _to_canary_ready(w, sid)
+    w.healthy("acme", sid, p95=0.35, samples=5000)
+    w.gov.promote("acme", "canary", sid, "ops", "healthy classifier", role="operator")
+    assert w.registry.tenant("acme")["stages"]["canary"] == sid
+    ceiling = DEFAULT_POLICY_TOML.replace("[drift]\n", "[drift]\nmax_p95 = 0.2\n")
+    w = World(tmp_path / "ceiling", policy_toml=ceiling)
+    sid = w.ids()[0]
+    _to_canary_ready(w, sid)
+    w.healthy("acme", sid, p95=0.35, samples=5000)
+    assert "drift p95 0.35" in _refused(w, "canary", sid, "drift")
 
 
 def test_too_few_samples_is_refused(world):

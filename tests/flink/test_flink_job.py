@@ -85,9 +85,10 @@ def test_drifted_tenant_gets_exactly_one_quarantine(scenario, p1):
     q = [r for r in read_records(out / "records", "quarantines")
          if r["event"] == "ai.upm.drift.quarantine"]
     assert [r["tenant_id"] for r in q] == [expected.drift_tenant]
-    # the default rule (state/drift.py): the newest scores' mean over 1.5x the window before
+    # the default rule (state/drift.py): the newest scores' mean above the history before it by
+    # at least min_increase (more when the z test asks for more)
     assert q[0]["rule"] == "relative"
-    assert q[0]["drift_mean"] > q[0]["threshold"] == pytest.approx(1.5 * q[0]["reference_level"])
+    assert q[0]["drift_mean"] > q[0]["threshold"] >= q[0]["reference_level"] + 0.02
     assert q[0]["sample_count"] >= DEMO_PROFILE["drift"]["sample_size"]
     assert q[0]["snapshot_id"].startswith(expected.drift_tenant + "-v")
     for tenant in expected.tenants:

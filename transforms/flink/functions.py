@@ -24,8 +24,8 @@ from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from state.tenant import TenantPipeline
 from transforms.flink.metrics import TenantValues
-from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats,
-                                refresh_champion, replay_stats, trainer_stats, warm_start)
+from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, first_record,
+                                refresh_champion, replay_stats, trainer_stats)
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
 
@@ -122,7 +122,7 @@ class TenantFunction(KeyedProcessFunction):
                 tenant, self.config)
             if self.store_location:
                 store = self.store_location
-                p.before_first_record = lambda ts, t: _first_record(store, ts, t)
+                p.before_first_record = lambda ts, t: first_record(store, ts, t)
                 p.after_snapshot = lambda ts: refresh_champion(store, ts)
             self.live[tenant] = p
             self._trained[tenant] = (p.trainer.trained, p.trainer.counters["steps"])
@@ -254,12 +254,6 @@ class TenantFunction(KeyedProcessFunction):
             self._count("recoveries")
             yield QUARANTINES, rec.to_json()
         self._push_counts()
-
-
-def _first_record(store: str, ts, event_time: int) -> None:
-    if ts.version == 0:
-        warm_start(store, ts, event_time)
-    refresh_champion(store, ts)
 
 
 class SnapshotWriter(ProcessFunction):
