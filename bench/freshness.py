@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from runners.embedded import DEMO_PROFILE, DEMO_SCENARIO, profile_toml  # noqa: E402
 from state.records import rfc3339_to_ms  # noqa: E402
 from state.scenario import generate  # noqa: E402
+from model.registry import open_registry  # noqa: E402
 from tests.core.servers import kafka_broker  # noqa: E402
 
 TOPIC = "upm.windows"
@@ -45,11 +46,11 @@ TOPIC = "upm.windows"
 def artifacts(store: Path) -> dict:
     """{snapshot_id: (tenant, window_end ms, registered_at ms)} of the store's registry."""
     try:
-        doc = json.loads((store / "registry" / "models.json").read_text())
-    except (FileNotFoundError, ValueError):  # not written yet, or being replaced
+        views = open_registry(str(store)).views()
+    except ValueError:  # being replaced
         return {}
-    return {sid: (t, a["lineage"]["window_end"], a["registered_at"])
-            for t, e in doc["tenants"].items() for sid, a in e["artifacts"].items()}
+    return {a.id: (t, a.window_end, a.registered_at)
+            for t, view in views.items() for a in view.artifacts()}
 
 
 def main() -> None:

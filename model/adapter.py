@@ -24,7 +24,7 @@ import numpy as np
 from model.hashing import FeatureHasher
 from model import standardize
 from model.network import ModelConfig
-from model.registry import Registry, tenant_entry
+from model.registry import Artifact, Registry, tenant_view
 from model.signing import SignatureError, Verifier
 from model.snapshot import SnapshotIntegrityError, decode
 
@@ -113,13 +113,13 @@ class Adapter:
         with self._sync_lock:
             if kill_switch_on(self.env):
                 return SyncResult("killed", self.current.snapshot_id if self.current else None)
-            t = self.registry.tenant(self.tenant)
-            target = t["stages"][self.stage] if t else None
+            t = self.registry.view(self.tenant)
+            target = t.pointer(self.stage) if t else None
             if target is None:
                 return SyncResult("empty")
             if self.current is not None and self.current.snapshot_id == target:
                 return SyncResult("unchanged", target)
-            entry = t["artifacts"][target]
+            entry = t.artifact(target)
             error = None
             deadline = self.clock() + self.sync_timeout_ms / 1000.0
             for attempt in range(1, self.max_retries + 2):
@@ -142,22 +142,20 @@ class Adapter:
             self._report(target, entry, error)
             return SyncResult("failed", target, error, attempts=attempt)
 
-    def _load(self, snapshot_id: str, entry: dict) -> ServingModel:
-        data = self.store.get_bytes(entry["uri"])
-        self.verifier.verify(snapshot_id, entry["sha256"], entry.get("signature"))
-        snap = decode(data, entry["sha256"])
+    def _load(self, snapshot_id: str, entry: Artifact) -> ServingModel:
+        data = self.store.get_bytes(entry.uri)
+        self.verifier.verify(snapshot_id, entry.sha256, entry.signature)
+        snap = decode(data, entry.sha256)
         return ServingModel.from_snapshot(snap, self.registry.now_ms())
 
-    def _report(self, target: str, entry: dict, error: str | None) -> None:
+    def _report(self, target: str, entry: Artifact, error: str | None) -> None:
         served = self.current
 
         def change(doc):
-            t = tenant_entry(doc, self.tenant)
-            rep = t["adoption"].setdefault(self.adapter_id, {"failures": 0})
-            rep.update({"stage": self.stage,
-                        "snapshot_id": served.snapshot_id if served else None,
-                        "version": served.version if served else None,
-                        "reported_at": self.registry.now_ms()})
+            rep = tenant_view(doc, self.tenant).report_adoption(
+                self.adapter_id, stage=self.stage,
+                snapshot_id=served.snapshot_id if served else None,
+                version=served.version if served else None, reported_at=self.registry.now_ms())
             if error is None:
                 rep["adopted_at"] = served.loaded_at
                 rep["last_error"] = None

@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.events import ArtifactPromoted, RolledBack, SnapshotActivated
 from model.policy import Policy
-from model.registry import STAGES, Registry, tenant_entry
+from model.registry import STAGES, Artifact, Registry, TenantView, tenant_view
 from model.signing import SignatureError, Verifier
 from model.snapshot import sha256_hex
 
@@ -79,49 +80,48 @@ class Governance:
     # -- checks ----------------------------------------------------------------------------
 
     def check(self, tenant: str, stage: str, artifact_id: str, actor: str, role: str | None,
-              ack: bool, doc: dict | None = None) -> list[Failure]:
-        doc = doc or self.registry.read()
-        t = doc["tenants"].get(tenant)
-        if t is None or artifact_id not in t["artifacts"]:
+              ack: bool) -> list[Failure]:
+        t = self.registry.view(tenant)
+        a = t.artifact(artifact_id) if t else None
+        if a is None:
             return [Failure("exists", f"{artifact_id} is not a registered artifact of {tenant}")]
-        a = t["artifacts"][artifact_id]
         rule = self.policy.rule(stage)
         prev = STAGES[STAGES.index(stage) - 1] if stage != "staging" else None
         fails: list[Failure] = []
         now = self.registry.now_ms()
         for check in rule.checks:
-            if check == "order" and prev and t["stages"][prev] != artifact_id:
+            if check == "order" and prev and t.pointer(prev) != artifact_id:
                 fails.append(Failure("order", f"{artifact_id} is not in {prev} "
-                                     f"({prev} points to {t['stages'][prev]})"))
+                                     f"({prev} points to {t.pointer(prev)})"))
             elif check == "sha256":
                 try:
-                    actual = sha256_hex(self.store.get_bytes(a["uri"]))
+                    actual = sha256_hex(self.store.get_bytes(a.uri))
                 except OSError as e:
-                    fails.append(Failure("sha256", f"cannot read {a['uri']}: {e}"))
+                    fails.append(Failure("sha256", f"cannot read {a.uri}: {e}"))
                 else:
-                    if actual != a["sha256"]:
+                    if actual != a.sha256:
                         fails.append(Failure("sha256", f"stored bytes hash to {actual}, "
-                                             f"registered {a['sha256']}"))
+                                             f"registered {a.sha256}"))
             elif check == "signature":
                 try:
-                    self.verifier.verify(artifact_id, a["sha256"], a.get("signature"))
+                    self.verifier.verify(artifact_id, a.sha256, a.signature)
                 except SignatureError as e:
                     fails.append(Failure("signature", str(e)))
             elif check == "drift":
-                p95, n = a["metrics"].get("drift_p95"), a["metrics"].get("drift_samples", 0)
+                p95, n = a.metrics.get("drift_p95"), a.metrics.get("drift_samples", 0)
                 if n < self.policy.min_drift_samples:
                     fails.append(Failure("drift", f"{n} drift samples < {self.policy.min_drift_samples}"
                                          " required"))
                 elif self.policy.max_drift_p95 is not None and (
                         p95 is None or p95 > self.policy.max_drift_p95):
                     fails.append(Failure("drift", f"drift p95 {p95} > {self.policy.max_drift_p95}"))
-                if a.get("quarantined"):
+                if a.quarantined:
                     fails.append(Failure("drift", f"{artifact_id} is quarantined"))
             elif check == "champion":
-                fails += self._champion(t, artifact_id, a)
+                fails += self._champion(t, a)
             elif check == "soak" and prev:
-                since = t["stage_since"].get(prev)
-                held = now - since if since is not None and t["stages"][prev] == artifact_id else 0
+                since = t.since(prev)
+                held = now - since if since is not None and t.pointer(prev) == artifact_id else 0
                 if held < rule.min_soak_ms:
                     fails.append(Failure("soak", f"{held} ms in {prev} < {rule.min_soak_ms} ms"))
             elif check == "allowlist" and not ({tenant, "*"} & set(rule.allowlist)):
@@ -132,18 +132,18 @@ class Governance:
                                      f"to {stage} (roles: {', '.join(rule.roles)})"))
             elif check == "ack" and not ack:
                 fails.append(Failure("ack", f"promotion to {stage} needs an explicit ACK (--ack)"))
-        if a.get("quarantined") and "drift" not in rule.checks:
+        if a.quarantined and "drift" not in rule.checks:
             # a quarantine holds at every stage, whatever the policy lists for it
             fails.append(Failure("quarantine", f"{artifact_id} is quarantined"))
         return fails
 
-    def _champion(self, t: dict, artifact_id: str, a: dict) -> list[Failure]:
+    def _champion(self, t: TenantView, a: Artifact) -> list[Failure]:
         """The champion check (model/policy.py): the artifact against `active`, on the same
         windows, as the job recorded it (state/challenge.py)."""
-        active = t["stages"]["active"]
+        artifact_id, active = a.id, t.pointer("active")
         if active is None or active == artifact_id:
             return []
-        ch = a["metrics"].get("challenge")
+        ch = a.metrics.get("challenge")
         if not ch or ch.get("champion_snapshot_id") != active:
             seen = f" (it was compared with {ch['champion_snapshot_id']})" if ch else ""
             return [Failure("champion", f"{artifact_id} has not been scored against active "
@@ -171,15 +171,16 @@ class Governance:
     # -- actions ---------------------------------------------------------------------------
 
     def default_candidate(self, tenant: str, stage: str) -> str:
-        t = self.registry.tenant(tenant)
-        if t is None or not t["artifacts"]:
+        t = self.registry.view(tenant)
+        newest = t.newest() if t else None
+        if newest is None:
             raise GovernanceError(f"tenant {tenant} has no registered artifacts")
         if stage == "staging":
-            return max(t["artifacts"], key=lambda k: t["artifacts"][k]["lineage"]["version"] or 0)
+            return newest.id
         prev = STAGES[STAGES.index(stage) - 1]
-        if not t["stages"][prev]:
+        if not t.pointer(prev):
             raise GovernanceError(f"{tenant}/{prev} is empty: nothing to promote to {stage}")
-        return t["stages"][prev]
+        return t.pointer(prev)
 
     def promote(self, tenant: str, stage: str, artifact_id: str | None, actor: str,
                 reason: str, role: str | None = None, ack: bool = False) -> dict | None:
@@ -195,33 +196,26 @@ class Governance:
             raise PromotionRefused(tenant, stage, artifact_id, fails)
 
         def change(doc):
-            t = tenant_entry(doc, tenant)
-            old = t["stages"][stage]
-            if old == artifact_id:
+            t = tenant_view(doc, tenant)
+            if t.pointer(stage) == artifact_id:
                 return None
-            if old:
-                t["previous"][stage].append(old)
-            t["stages"][stage] = artifact_id
-            t["stage_since"][stage] = self.registry.now_ms()
-            t["history"].append(self.registry._event("promote", _stage_of(t, artifact_id, stage),
-                                                     stage, artifact_id, actor, reason, role=role,
-                                                     ack=ack))
-            return old, t["artifacts"][artifact_id]
+            from_stage = t.holding(artifact_id, below=stage)
+            old = t.point(stage, artifact_id, self.registry.now_ms())
+            t.append_history(self.registry.event("promote", from_stage, stage, artifact_id,
+                                                 actor, reason, role=role, ack=ack))
+            return old, t.artifact(artifact_id)
 
         applied = self.registry.update(change)
         if applied is None:
             return None
         old, a = applied
         now = self.registry.now_ms()
-        activated = {"event": "ai.upm.snapshot.activated", "snapshot_id": artifact_id,
-                     "tenant_id": tenant, "stage": stage, "version": a["lineage"]["version"],
-                     "activated_at": now, "previous_snapshot_id": old, "actor": actor,
-                     "reason": reason}
-        self.sink.emit(activated)
-        self.sink.emit({"event": "fl.artifact.promoted", "tenant_id": tenant,
-                        "artifact_uri": a["uri"], "target_ref": stage, "sha256": a["sha256"],
-                        "actor": actor, "reason": reason, "promoted_at": now})
-        return activated
+        activated = SnapshotActivated(artifact_id, tenant, stage, a.version, now, old, actor,
+                                      reason)
+        self.sink.emit(activated.to_dict())
+        self.sink.emit(ArtifactPromoted(tenant, a.uri, stage, a.sha256, actor, reason,
+                                        now).to_dict())
+        return activated.to_dict()
 
     def rollback(self, tenant: str, stage: str, actor: str, reason: str,
                  from_artifact: str | None = None) -> dict | None:
@@ -229,35 +223,25 @@ class Governance:
         that is not quarantined) and clear the tenant's quarantine. With `from_artifact`, only
         if the stage still points to it (so a repeated rollback is a no-op)."""
         def change(doc):
-            t = tenant_entry(doc, tenant)
-            cur = t["stages"][stage]
+            t = tenant_view(doc, tenant)
+            cur = t.pointer(stage)
             if cur is None or (from_artifact is not None and cur != from_artifact):
                 return None
-            history = t["previous"][stage]
-            bad = lambda a: a.get("quarantined") or a.get("rolled_back")
-            while history and (bad(t["artifacts"].get(history[-1], {})) or history[-1] == cur):
-                history.pop()
-            if not history:
+            moved = t.roll_back(stage, self.registry.now_ms())
+            if moved is None:
                 raise GovernanceError(f"{tenant}/{stage}: no known-good artifact to roll back to "
                                       f"(it has only pointed to {cur})")
-            target = history.pop()
-            t["stages"][stage] = target
-            t["stage_since"][stage] = self.registry.now_ms()
-            t["artifacts"][cur]["rolled_back"] = True
-            t["quarantine"] = None
-            t["history"].append(self.registry._event("rollback", stage, stage, target, actor,
-                                                     reason, rolled_back_from=cur))
-            return cur, target
+            t.append_history(self.registry.event("rollback", stage, stage, moved[1], actor,
+                                                 reason, rolled_back_from=cur))
+            return moved
 
         applied = self.registry.update(change)
         if applied is None:
             return None
         cur, target = applied
-        event = {"event": "ai.upm.rollback", "tenant_id": tenant, "stage": stage,
-                 "from_snapshot_id": cur, "to_snapshot_id": target, "reason": reason,
-                 "actor": actor, "rolled_back_at": self.registry.now_ms()}
-        self.sink.emit(event)
-        return event
+        event = RolledBack(tenant, stage, cur, target, reason, actor, self.registry.now_ms())
+        self.sink.emit(event.to_dict())
+        return event.to_dict()
 
     def on_quarantine(self, record: dict) -> list[dict]:
         """Apply an `ai.upm.drift.quarantine` record: mark the offending artifact, remember the
@@ -265,11 +249,9 @@ class Governance:
         tenant, sid = record["tenant_id"], record.get("snapshot_id")
 
         def change(doc):
-            t = tenant_entry(doc, tenant)
-            t["quarantine"] = dict(record)
-            if sid in t["artifacts"]:
-                t["artifacts"][sid]["quarantined"] = True
-            t["history"].append(self.registry._event(
+            t = tenant_view(doc, tenant)
+            t.set_quarantine(record)
+            t.append_history(self.registry.event(
                 "quarantine", None, None, sid, record.get("trainer_id") or "upm-drift-monitor",
                 _quarantine_reason(record)))
         self.registry.update(change)
@@ -296,11 +278,3 @@ def _quarantine_reason(record: dict) -> str:
                 f"{record['sample_count']} samples")
     return (f"drift p95 {record['drift_p95']:.3f} > {record['threshold']} "
             f"over {record['sample_count']} samples")
-
-
-def _stage_of(t: dict, artifact_id: str, target: str) -> str | None:
-    """The stage the artifact is promoted from: the nearest stage below the target holding it."""
-    for s in reversed(STAGES[:STAGES.index(target)]):
-        if t["stages"][s] == artifact_id:
-            return s
-    return None

@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("staging", "shadow", "canary", "active")
@@ -63,6 +64,168 @@ def tenant_entry(doc: dict, tenant: str) -> dict:
     return doc["tenants"].setdefault(tenant, {
         "stages": {s: None for s in STAGES}, "stage_since": {}, "previous": {s: [] for s in STAGES},
         "artifacts": {}, "quarantine": None, "adoption": {}, "history": []})
+
+
+def tenant_view(doc: dict, tenant: str) -> "TenantView":
+    """The tenant's entry of a document being changed (inside `Registry.update`), created if
+    new."""
+    return TenantView(tenant, tenant_entry(doc, tenant))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One registered snapshot, as the registry knows it (read-only; the document holds it)."""
+
+    id: str
+    uri: str
+    sha256: str
+    signature: str | None
+    version: int
+    mode: str | None
+    window_start: int | None
+    window_end: int | None
+    metrics: dict
+    created_at: int | None  # event time of the snapshot's cut
+    registered_at: int | None
+    quarantined: bool
+    rolled_back: bool
+
+    @classmethod
+    def of(cls, artifact_id: str, entry: dict) -> "Artifact":
+        lineage = entry["lineage"]
+        return cls(artifact_id, entry["uri"], entry["sha256"], entry.get("signature"),
+                   lineage.get("version") or 0, lineage.get("mode"), lineage.get("window_start"),
+                   lineage.get("window_end"), entry["metrics"], entry.get("created_at"),
+                   entry.get("registered_at"), bool(entry.get("quarantined")),
+                   bool(entry.get("rolled_back")))
+
+    @property
+    def good(self) -> bool:
+        """Neither quarantined nor rolled back: a stage may return to it."""
+        return not (self.quarantined or self.rolled_back)
+
+
+class TenantView:
+    """One tenant's entry of the registry document, read and changed through named operations,
+    so no caller indexes the document. It wraps the entry itself: inside `Registry.update` its
+    changes are written back with the document; on `Registry.view` it is a private copy."""
+
+    def __init__(self, tenant_id: str, entry: dict):
+        self.tenant_id = tenant_id
+        self._e = entry
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def pointer(self, stage: str) -> str | None:
+        return self._e["stages"][stage]
+
+    def stages(self) -> dict[str, str | None]:
+        return dict(self._e["stages"])
+
+    def since(self, stage: str) -> int | None:
+        """When the stage's pointer last moved (ms)."""
+        return self._e["stage_since"].get(stage)
+
+    def artifact(self, artifact_id: str | None) -> Artifact | None:
+        entry = self._e["artifacts"].get(artifact_id) if artifact_id else None
+        return Artifact.of(artifact_id, entry) if entry is not None else None
+
+    def artifacts(self) -> list[Artifact]:
+        """Every registered artifact, oldest version first."""
+        arts = [Artifact.of(k, v) for k, v in self._e["artifacts"].items()]
+        return sorted(arts, key=lambda a: (a.version, a.id))
+
+    def newest(self) -> Artifact | None:
+        """The artifact with the highest version."""
+        arts = self.artifacts()
+        return arts[-1] if arts else None
+
+    def known_good(self, stage: str, besides: str | None = None) -> str | None:
+        """The stage's most recent earlier pointer that is good (and is not `besides`): where a
+        rollback returns it, and what retention never deletes."""
+        at = self._known_good_at(stage, besides)
+        return None if at is None else self._e["previous"][stage][at]
+
+    def _known_good_at(self, stage: str, besides: str | None) -> int | None:
+        previous = self._e["previous"].get(stage, [])
+        for i in range(len(previous) - 1, -1, -1):
+            a = self.artifact(previous[i])
+            if previous[i] != besides and a is not None and a.good:
+                return i
+        return None
+
+    def holding(self, artifact_id: str, below: str) -> str | None:
+        """The nearest stage below `below` that points to the artifact."""
+        for s in reversed(STAGES[:STAGES.index(below)]):
+            if self._e["stages"][s] == artifact_id:
+                return s
+        return None
+
+    @property
+    def quarantine(self) -> dict | None:
+        return self._e["quarantine"]
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self._e["history"])
+
+    @property
+    def adoption(self) -> dict[str, dict]:
+        return dict(self._e["adoption"])
+
+    @property
+    def drift_trend(self) -> list[list]:
+        return list(self._e.get("drift_trend", []))
+
+    def retired(self, artifact_id: str) -> dict | None:
+        return self._e.get("retired", {}).get(artifact_id)
+
+    # -- changes (inside Registry.update) ----------------------------------------------------
+
+    def point(self, stage: str, artifact_id: str, now_ms: int) -> str | None:
+        """Point `stage` at the artifact, remembering the old pointer. Returns the old one."""
+        old = self._e["stages"][stage]
+        if old:
+            self._e["previous"][stage].append(old)
+        self._e["stages"][stage] = artifact_id
+        self._e["stage_since"][stage] = now_ms
+        return old
+
+    def roll_back(self, stage: str, now_ms: int) -> tuple[str, str] | None:
+        """Point `stage` back at its known-good, marking the current artifact rolled back and
+        clearing the quarantine. Returns (from, to), or None with nothing to return to."""
+        cur = self._e["stages"][stage]
+        at = self._known_good_at(stage, besides=cur)
+        if cur is None or at is None:
+            return None
+        previous = self._e["previous"][stage]
+        target = previous[at]
+        del previous[at:]  # the known-good and the bad pointers after it
+        self._e["stages"][stage] = target
+        self._e["stage_since"][stage] = now_ms
+        self._e["artifacts"][cur]["rolled_back"] = True
+        self._e["quarantine"] = None
+        return cur, target
+
+    def set_quarantine(self, record: dict) -> None:
+        """Remember the quarantine and mark the artifact it names."""
+        self._e["quarantine"] = dict(record)
+        sid = record.get("snapshot_id")
+        if sid in self._e["artifacts"]:
+            self._e["artifacts"][sid]["quarantined"] = True
+
+    def report_adoption(self, adapter_id: str, **fields) -> dict:
+        """Update an adapter's adoption report; returns it."""
+        rep = self._e["adoption"].setdefault(adapter_id, {"failures": 0})
+        rep.update(fields)
+        return rep
+
+    def retire(self, artifact_id: str) -> None:
+        """Move the artifact's entry out of `artifacts` into `retired` (retention)."""
+        self._e.setdefault("retired", {})[artifact_id] = self._e["artifacts"].pop(artifact_id)
+
+    def append_history(self, event: dict) -> None:
+        self._e["history"].append(event)
 
 
 class LocalDocumentStore:
@@ -213,7 +376,24 @@ class Registry:
     # -- queries ---------------------------------------------------------------------------
 
     def tenant(self, tenant: str) -> dict | None:
+        """The tenant's raw entry (for printing the document); code reads `view`."""
         return self.read()["tenants"].get(tenant)
+
+    def view(self, tenant: str) -> TenantView | None:
+        """The tenant's entry as read now, or None if it has none."""
+        t = self.tenant(tenant)
+        return TenantView(tenant, t) if t is not None else None
+
+    def views(self) -> dict[str, TenantView]:
+        """Every tenant's entry as read now (one read), by tenant id."""
+        return {t: TenantView(t, e) for t, e in sorted(self.read()["tenants"].items())}
+
+    def event(self, action: str, from_stage: str | None, to_stage: str | None,
+              artifact_id: str | None, actor: str, reason: str, **extra) -> dict:
+        """A history entry stamped with the registry's clock (`TenantView.append_history`)."""
+        return {"timestamp": self.now_ms(), "action": action, "from_stage": from_stage,
+                "to_stage": to_stage, "artifact_id": artifact_id, "actor": actor,
+                "reason": reason, **extra}
 
     def pointer(self, tenant: str, stage: str) -> str | None:
         t = self.tenant(tenant)
@@ -256,7 +436,7 @@ class Registry:
                         **(record.get("scores") or {})},
             "created_at": record.get("created_at"), "registered_at": self.now_ms(),
             "quarantined": False}
-        t["history"].append(self._event("register", None, None, sid, "upm-stream",
+        t["history"].append(self.event("register", None, None, sid, "upm-stream",
                                         f"snapshot v{record['version']} created"))
         challenge = record.get("challenge")
         if challenge and challenge.get("candidate_snapshot_id") in t["artifacts"]:
@@ -287,7 +467,3 @@ class Registry:
         if points:
             self.update(change)
 
-    def _event(self, action, from_stage, to_stage, artifact_id, actor, reason, **extra) -> dict:
-        return {"timestamp": self.now_ms(), "action": action, "from_stage": from_stage,
-                "to_stage": to_stage, "artifact_id": artifact_id, "actor": actor,
-                "reason": reason, **extra}

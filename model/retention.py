@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.registry import STAGES, Registry, tenant_entry
+from model.registry import STAGES, Registry, TenantView, tenant_view
 
 DAY_MS = 86_400_000
 
@@ -27,45 +27,38 @@ class RetentionRule:
     retention_days: int = 30
 
 
-def protected(t: dict) -> set[str]:
-    keep = {a for a in t["stages"].values() if a}
-    for s in STAGES:
-        for a in reversed(t["previous"].get(s, [])):
-            art = t["artifacts"].get(a, {})
-            if not (art.get("quarantined") or art.get("rolled_back")):
-                keep.add(a)
-                break
+def protected(t: TenantView) -> set[str]:
+    keep = {a for a in t.stages().values() if a}
+    keep.update(a for a in (t.known_good(s) for s in STAGES) if a)
     return keep
 
 
-def plan(t: dict, now_ms: int, rule: RetentionRule) -> list[str]:
-    arts = t["artifacts"]
+def plan(t: TenantView, now_ms: int, rule: RetentionRule) -> list[str]:
+    arts = t.artifacts()
     keep = protected(t)
-    scored = [a for a in arts if arts[a]["metrics"].get(rule.metric) is not None]
-    scored.sort(key=lambda a: (arts[a]["metrics"][rule.metric], a))
-    keep.update(scored[:rule.keep_best])
-    for a, e in arts.items():
-        version = e["lineage"].get("version") or 0
-        if rule.milestone_every and version and version % rule.milestone_every == 0:
-            keep.add(a)
-        if now_ms - (e.get("registered_at") or 0) < rule.retention_days * DAY_MS:
-            keep.add(a)
-    return sorted(a for a in arts if a not in keep)
+    scored = [a for a in arts if a.metrics.get(rule.metric) is not None]
+    scored.sort(key=lambda a: (a.metrics[rule.metric], a.id))
+    keep.update(a.id for a in scored[:rule.keep_best])
+    for a in arts:
+        if rule.milestone_every and a.version and a.version % rule.milestone_every == 0:
+            keep.add(a.id)
+        if now_ms - (a.registered_at or 0) < rule.retention_days * DAY_MS:
+            keep.add(a.id)
+    return sorted(a.id for a in arts if a.id not in keep)
 
 
 def apply(registry: Registry, store, tenant: str, rule: RetentionRule, actor: str) -> list[str]:
     """Delete what `plan` lists, re-planning inside the registry update so a concurrent
     promotion can never have its artifact deleted."""
     def change(doc):
-        t = tenant_entry(doc, tenant)
+        t = tenant_view(doc, tenant)
         doomed = plan(t, registry.now_ms(), rule)
         for a in doomed:
-            t["history"].append(registry._event("retire", None, None, a, actor,
-                                                 f"retention {rule}"))
-            t.setdefault("retired", {})[a] = t["artifacts"].pop(a)
+            t.append_history(registry.event("retire", None, None, a, actor, f"retention {rule}"))
+            t.retire(a)
         return doomed
     doomed = registry.update(change)
-    t = registry.tenant(tenant)
+    t = registry.view(tenant)
     for a in doomed:
-        store.delete(t["retired"][a]["uri"])
+        store.delete(t.retired(a)["uri"])
     return doomed

@@ -107,9 +107,9 @@ def run(opts: BackfillOptions) -> BackfillResult:
     totals, tenants = _counters(result)
     registry = open_registry(opts.store_root)
     for tenant, counts in tenants.items():
-        artifacts = (registry.tenant(tenant) or {}).get("artifacts") or {}
-        counts["last_version"] = max((a["lineage"]["version"] or 0 for a in artifacts.values()),
-                                     default=0)
+        t = registry.view(tenant)
+        newest = t.newest() if t else None
+        counts["last_version"] = newest.version if newest else 0
     return BackfillResult(fmt, files, time.time() - started, totals, tenants)
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from model.governance import Governance, GovernanceError, JsonLinesSink, events_path
 from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
-from model.registry import STAGES, open_registry
+from model.registry import STAGES, TenantView, open_registry
 from model.retention import RetentionRule, apply as apply_retention, plan as plan_retention
 from model.signing import SignatureError, Verifier, generate_keypair
 from model.snapshot import sha256_hex
@@ -50,23 +50,24 @@ def _governance(args) -> Governance:
 def cmd_registry(args) -> int:
     store, registry = _open(args)
     doc = registry.read()
-    tenants = [args.tenant] if getattr(args, "tenant", None) else sorted(doc["tenants"])
+    views = {t: TenantView(t, e) for t, e in doc["tenants"].items()}
+    tenants = [args.tenant] if getattr(args, "tenant", None) else sorted(views)
     for t in tenants:
-        if t not in doc["tenants"]:
-            known = ", ".join(sorted(doc["tenants"])) or "none"
+        if t not in views:
+            known = ", ".join(sorted(views)) or "none"
             raise UserError(f"no tenant {t!r} in the registry of {args.store} (tenants: {known})",
                             exit_code=1)
     if args.action == "list":
         print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'acc':>8}"
               f"{'mae':>10}{'drift p95':>11}{'samples':>9}  stages")
         for t in tenants:
-            e = doc["tenants"][t]
-            for aid, a in sorted(e["artifacts"].items()):
-                at = [s for s in STAGES if e["stages"][s] == aid]
-                flags = (" quarantined" if a.get("quarantined") else "") + (
-                    " rolled-back" if a.get("rolled_back") else "")
-                m = a["metrics"]
-                print(f"{t:<12}{aid:<20}{a['lineage']['version']:>5}{a['lineage']['mode'] or '-':>9}"
+            v = views[t]
+            for a in sorted(v.artifacts(), key=lambda a: a.id):
+                at = [s for s in STAGES if v.pointer(s) == a.id]
+                flags = (" quarantined" if a.quarantined else "") + (
+                    " rolled-back" if a.rolled_back else "")
+                m = a.metrics
+                print(f"{t:<12}{a.id:<20}{a.version:>5}{a.mode or '-':>9}"
                       f"{_num(m.get('loss')):>10}{_num(m.get('accuracy')):>8}"
                       f"{_num(m.get('mae')):>10}{_num(m.get('drift_p95')):>11}"
                       f"{m.get('drift_samples', 0):>9}  {','.join(at)}{flags}")
@@ -74,7 +75,7 @@ def cmd_registry(args) -> int:
         print(json.dumps({t: doc["tenants"][t] for t in tenants}, indent=2))
     elif args.action == "history":
         for t in tenants:
-            for h in doc["tenants"][t]["history"]:
+            for h in views[t].history:
                 print(f"{_when(h['timestamp'])}  {t:<10} {h['action']:<10} "
                       f"{h.get('from_stage') or '-':>8} -> {h.get('to_stage') or '-':<8} "
                       f"{h.get('artifact_id') or '-':<18} by {h['actor']}: {h['reason']}")
@@ -82,14 +83,15 @@ def cmd_registry(args) -> int:
         verifier = Verifier.from_env()
         bad = unsigned = 0
         for t in tenants:
-            for aid, a in sorted(doc["tenants"][t]["artifacts"].items()):
+            for a in sorted(views[t].artifacts(), key=lambda a: a.id):
+                aid = a.id
                 try:
-                    actual = sha256_hex(store.get_bytes(a["uri"]))
-                    ok = actual == a["sha256"]
+                    actual = sha256_hex(store.get_bytes(a.uri))
+                    ok = actual == a.sha256
                     note = "sha256 ok" if ok else f"SHA256 MISMATCH (stored bytes hash to {actual})"
                 except OSError as e:
                     ok, note = False, f"MISSING ({e})"
-                if ok and not a.get("signature"):
+                if ok and not a.signature:
                     unsigned += 1
                     note += ", UNSIGNED"
                     ok = not args.require_signed
@@ -99,7 +101,7 @@ def cmd_registry(args) -> int:
                     ok = not args.require_signed
                 elif ok:
                     try:
-                        verifier.verify(aid, a["sha256"], a["signature"])
+                        verifier.verify(aid, a.sha256, a.signature)
                         note += ", signature ok"
                     except SignatureError as e:
                         ok, note = False, f"BAD SIGNATURE ({e})"
@@ -148,17 +150,16 @@ def cmd_rollback(args) -> int:
 def cmd_retention(args) -> int:
     store, registry = _open(args)
     rule = RetentionRule(args.keep_best, args.metric, args.milestone_every, args.retention_days)
-    doc = registry.read()
     total = 0
-    for t in sorted(doc["tenants"]):
+    for t, view in registry.views().items():
         if args.apply:
             gone = apply_retention(registry, store, t, rule, args.actor)
             for a in gone:
                 print(f"deleted {t}/{a}")
         else:
-            gone = plan_retention(doc["tenants"][t], registry.now_ms(), rule)
+            gone = plan_retention(view, registry.now_ms(), rule)
             for a in gone:
-                print(f"would delete {t}/{a}  {doc['tenants'][t]['artifacts'][a]['uri']}")
+                print(f"would delete {t}/{a}  {view.artifact(a).uri}")
         total += len(gone)
     print(f"{total} artifact(s) {'deleted' if args.apply else 'would be deleted (dry run; --apply deletes)'}")
     return 0
@@ -166,50 +167,48 @@ def cmd_retention(args) -> int:
 
 def cmd_status(args) -> int:
     store, registry = _open(args)
-    doc = registry.read()
+    views = registry.views()
     now = registry.now_ms()
-    for t in sorted(doc["tenants"]):
-        e = doc["tenants"][t]
-        arts = sorted(e["artifacts"].values(), key=lambda a: a["lineage"]["version"] or 0)
+    for t, e in views.items():
+        arts = e.artifacts()
         print(f"== {t}")
         for s in STAGES:
-            aid = e["stages"][s]
-            v = e["artifacts"][aid]["lineage"]["version"] if aid in e["artifacts"] else None
-            print(f"   {s:<8} {aid or '-':<20} {'v' + str(v) if v else ''}"
-                  f"{'  since ' + _when(e['stage_since'].get(s)) if aid else ''}")
+            a = e.artifact(e.pointer(s))
+            print(f"   {s:<8} {e.pointer(s) or '-':<20} {'v' + str(a.version) if a else ''}"
+                  f"{'  since ' + _when(e.since(s)) if e.pointer(s) else ''}")
         if arts:
             newest = arts[-1]
-            age = (now - newest["registered_at"]) / 1000
-            print(f"   newest snapshot v{newest['lineage']['version']} registered {age:.0f}s ago "
-                  f"(event time {_when(newest['created_at'])})")
-            trend = [a["metrics"]["drift_p95"] for a in arts if a["metrics"]["drift_p95"] is not None]
+            age = (now - newest.registered_at) / 1000
+            print(f"   newest snapshot v{newest.version} registered {age:.0f}s ago "
+                  f"(event time {_when(newest.created_at)})")
+            trend = [a.metrics["drift_p95"] for a in arts if a.metrics["drift_p95"] is not None]
             if trend:
                 print("   drift p95 by version: " + " ".join(f"{x:.3f}" for x in trend[-8:]))
             metric = _score_metric(arts)
             if metric:
-                vals = [(a["lineage"]["version"], a["metrics"][metric]) for a in arts
-                        if a["metrics"].get(metric) is not None]
+                vals = [(a.version, a.metrics[metric]) for a in arts
+                        if a.metrics.get(metric) is not None]
                 print(f"   prequential {metric} by version (the windows each closes): "
                       + " ".join(f"v{v} {x:.3f}" for v, x in vals[-8:]))
             for a in arts[-3:]:
-                ch = a["metrics"].get("challenge")
+                ch = a.metrics.get("challenge")
                 if ch:
                     m = "log_loss" if "log_loss" in ch["candidate"] else "mae"
-                    print(f"   v{a['lineage']['version']} vs active {ch['champion_snapshot_id']} "
+                    print(f"   v{a.version} vs active {ch['champion_snapshot_id']} "
                           f"on the same {ch['candidate'].get('n')} windows: {m} "
                           f"{_num(ch['candidate'].get(m))} vs {_num(ch['champion'].get(m))}")
-        q = [h for h in e["history"] if h["action"] == "quarantine"][-3:]
+        q = [h for h in e.history if h["action"] == "quarantine"][-3:]
         for h in q:
             print(f"   quarantine {_when(h['timestamp'])} {h['artifact_id']}: {h['reason']}")
-        if e["quarantine"]:
-            print(f"   QUARANTINED: {e['quarantine']['drift_window_id']} "
-                  f"(recommendation {e['quarantine']['recommendation']})")
-        for aid, rep in sorted(e["adoption"].items()):
+        if e.quarantine:
+            print(f"   QUARANTINED: {e.quarantine['drift_window_id']} "
+                  f"(recommendation {e.quarantine['recommendation']})")
+        for aid, rep in sorted(e.adoption.items()):
             print(f"   adapter {aid}: {rep.get('stage')} {rep.get('snapshot_id')} "
                   f"(v{rep.get('version')}), failures {rep.get('failures', 0)}"
                   f"{', last error ' + rep['last_error'] if rep.get('last_error') else ''}")
     if args.plot:
-        plot_status(doc, args.plot)
+        plot_status(views, args.plot)
         print(f"plot written to {args.plot}")
     return 0
 
@@ -217,12 +216,12 @@ def cmd_status(args) -> int:
 def _score_metric(arts) -> str | None:
     """The prequential score the artifacts carry: accuracy for a classifier, else MAE."""
     for key in ("accuracy", "mae"):
-        if any(a["metrics"].get(key) is not None for a in arts):
+        if any(a.metrics.get(key) is not None for a in arts):
             return key
     return None
 
 
-def plot_status(doc: dict, path: str) -> None:
+def plot_status(views: dict[str, TenantView], path: str) -> None:
     """Per tenant: the drift p95 trend and each snapshot's prequential score (accuracy or MAE
     of the windows it closes; the last batch's loss for snapshots made before scores existed)
     over event time, with the threshold, quarantines (red) and promotions/rollbacks (green)."""
@@ -233,40 +232,40 @@ def plot_status(doc: dict, path: str) -> None:
     def ts(ms):
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
-    tenants = sorted(doc["tenants"]) or ["(none)"]
+    tenants = sorted(views) or ["(none)"]
     fig, axes = plt.subplots(len(tenants), 1, figsize=(10, 2.8 * len(tenants)), squeeze=False)
     for ax, t in zip(axes[:, 0], tenants):
-        e = doc["tenants"].get(t)
+        e = views.get(t)
         if e is None:
             ax.set_title(t)
             continue
-        metric = _score_metric(list(e["artifacts"].values())) or "loss"
+        arts = e.artifacts()
+        metric = _score_metric(arts) or "loss"
         ax.set_title(f"{t}: drift p95 (line) and prequential {metric} per snapshot (squares) "
                      "over event time")
-        trend = e.get("drift_trend", [])
+        trend = e.drift_trend
         if trend:
             ax.plot([ts(p[0]) for p in trend], [p[1] for p in trend], "-", color="tab:red",
                     label="drift p95")
         ax.axhline(0.2, color="tab:red", ls=":", lw=1)
         ax.set_ylabel("drift p95", color="tab:red")
-        arts = sorted(e["artifacts"].items(), key=lambda kv: kv[1]["lineage"]["version"] or 0)
-        pts = [(ts(a["created_at"]), a["metrics"][metric]) for _, a in arts
-               if a.get("created_at") and a["metrics"].get(metric) is not None]
+        pts = [(ts(a.created_at), a.metrics[metric]) for a in arts
+               if a.created_at and a.metrics.get(metric) is not None]
         if pts:
             ax2 = ax.twinx()
             ax2.plot(*zip(*pts), "s--", color="tab:blue", label=metric)
             if metric == "loss":
                 ax2.set_yscale("log")
             ax2.set_ylabel(metric, color="tab:blue")
-        by_id = dict(arts)
-        for h in e["history"]:
+        by_id = {a.id: a for a in arts}
+        for h in e.history:
             a = by_id.get(h.get("artifact_id"))
-            if h["action"] == "quarantine" and e.get("drift_trend"):
+            if h["action"] == "quarantine" and trend:
                 q = [p for p in trend if p[3] == h.get("artifact_id") and p[1] > 0.2]
                 x = ts(q[0][0]) if q else None
                 color, label = "tab:red", "quarantine"
-            elif h["action"] in ("promote", "rollback") and a and a.get("created_at"):
-                x, color, label = ts(a["created_at"]), "tab:green", f"{h['action']} {h['to_stage']}"
+            elif h["action"] in ("promote", "rollback") and a and a.created_at:
+                x, color, label = ts(a.created_at), "tab:green", f"{h['action']} {h['to_stage']}"
             else:
                 continue
             if x is not None:

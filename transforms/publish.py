@@ -97,18 +97,15 @@ def warm_start(store_location: str, trainer, first_event_time: int) -> str | Non
     The time rule keeps recovery exact: a job restored from a checkpoint in which a tenant had no
     state yet replays that tenant's windows from before any snapshot a failed attempt wrote
     after the checkpoint, so it must not start from those snapshots."""
-    registry = open_registry(store_location)
-    t = registry.tenant(trainer.tenant_id)
-    if not t or not t["artifacts"]:
+    t = open_registry(store_location).view(trainer.tenant_id)
+    newest = t.newest() if t else None
+    if newest is None or (newest.window_end or 0) > first_event_time:
         return None
-    sid, entry = max(t["artifacts"].items(), key=lambda kv: kv[1]["lineage"]["version"] or 0)
-    if (entry["lineage"].get("window_end") or 0) > first_event_time:
-        return None
-    snap = open_store(store_location).read_snapshot(entry["uri"], entry["sha256"])
+    snap = open_store(store_location).read_snapshot(newest.uri, newest.sha256)
     if snap.manifest.get("model") != trainer.model.to_dict():
         return None
     trainer.load_snapshot(snap)
-    return sid
+    return newest.id
 
 
 def first_record(store_location: str, trainer, event_time: int) -> None:
@@ -124,16 +121,15 @@ def refresh_champion(store_location: str, trainer) -> None:
     registry, its bytes sha256-verified), so the trainer scores it and the newest candidate on
     the same windows (state/challenge.py). Engines call it at a tenant's first record and after
     each snapshot the tenant cuts."""
-    registry = open_registry(store_location)
-    t = registry.tenant(trainer.tenant_id)
-    sid = t["stages"]["active"] if t else None
-    if sid == (trainer.champion.snapshot_id if trainer.champion else None):
+    t = open_registry(store_location).view(trainer.tenant_id)
+    active = t.artifact(t.pointer("active")) if t else None
+    if (active.id if active else None) == (trainer.champion.snapshot_id if trainer.champion
+                                           else None):
         return
-    if sid is None:
+    if active is None:
         trainer.set_champion(None)
         return
-    entry = t["artifacts"][sid]
-    trainer.set_champion(open_store(store_location).read_snapshot(entry["uri"], entry["sha256"]))
+    trainer.set_champion(open_store(store_location).read_snapshot(active.uri, active.sha256))
 
 
 class DriftGovernor:

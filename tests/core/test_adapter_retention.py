@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from model.adapter import Adapter
-from model.registry import STAGES, empty_document, tenant_entry
+from model.registry import STAGES, TenantView, empty_document, tenant_entry
 from model.retention import RetentionRule, apply, plan
 from tests.core.governance_helpers import World
 
@@ -175,7 +175,8 @@ def test_retention_never_deletes_a_pointed_to_or_known_good_artifact(acts, keep_
     for v in range(12):
         t["artifacts"][f"a{v}"] = {"lineage": {"version": v + 1},
                                    "metrics": {"loss": (v * 7919) % 13 / 10},
-                                   "registered_at": now - v * 86_400_000, "uri": f"u{v}"}
+                                   "registered_at": now - v * 86_400_000, "uri": f"u{v}",
+                                   "sha256": f"h{v}"}
     for kind, stage, v in acts:
         aid = f"a{v}"
         if kind == "promote" and t["stages"][stage] != aid:
@@ -187,7 +188,7 @@ def test_retention_never_deletes_a_pointed_to_or_known_good_artifact(acts, keep_
             t["stages"][stage] = t["previous"][stage].pop()
         elif kind == "quarantine":
             t["artifacts"][aid]["quarantined"] = True
-    doomed = set(plan(t, now, RetentionRule(keep_best, "loss", every, days)))
+    doomed = set(plan(TenantView("t", t), now, RetentionRule(keep_best, "loss", every, days)))
     pointed = {a for a in t["stages"].values() if a}
     assert not doomed & pointed
     known_good = set()
@@ -212,7 +213,7 @@ def test_retention_apply_deletes_files_and_entries_but_spares_stages(tmp_path):
     w.walk_to_active("acme", ids[2])
     w.clock.advance(40 * 86400)
     rule = RetentionRule(keep_best=0, milestone_every=0, retention_days=30)
-    doomed = plan(w.registry.tenant("acme"), w.registry.now_ms(), rule)
+    doomed = plan(w.registry.view("acme"), w.registry.now_ms(), rule)
     assert ids[1] not in doomed and ids[2] not in doomed and ids[0] in doomed
     gone = apply(w.registry, w.store, "acme", rule, "test")
     assert gone == doomed
@@ -222,3 +223,36 @@ def test_retention_apply_deletes_files_and_entries_but_spares_stages(tmp_path):
         assert not w.store.path_of(t["retired"][a]["uri"]).exists()
     assert all(w.store.path_of(t["artifacts"][a]["uri"]).exists() for a in t["artifacts"])
     assert [h["action"] for h in t["history"]].count("retire") == len(gone)
+
+
+def _old_rollback_target(t, stage):
+    """The rollback of the registry before TenantView (model/governance.py, session 7), kept
+    here as the reference: pop bad or current pointers off the stage's history, then the next."""
+    history, cur = list(t["previous"][stage]), t["stages"][stage]
+    bad = lambda a: a.get("quarantined") or a.get("rolled_back")  # noqa: E731
+    while history and (bad(t["artifacts"].get(history[-1], {})) or history[-1] == cur):
+        history.pop()
+    return (history.pop(), history) if history else (None, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["promote", "bad"]), st.integers(0, 5)), max_size=25))
+def test_roll_back_returns_where_the_old_rule_did(acts):
+    doc = empty_document()
+    t = tenant_entry(doc, "acme")
+    for v in range(6):
+        t["artifacts"][f"a{v}"] = {"lineage": {"version": v + 1}, "metrics": {}, "uri": f"u{v}",
+                                   "sha256": f"h{v}"}
+    view = TenantView("acme", t)
+    for kind, v in acts:
+        if kind == "promote" and t["stages"]["active"] != f"a{v}":
+            view.point("active", f"a{v}", 0)
+        elif kind == "bad":
+            t["artifacts"][f"a{v}"]["quarantined"] = True
+    expected, history_after = _old_rollback_target(t, "active")
+    moved = view.roll_back("active", 1)
+    if expected is None or t["stages"]["active"] is None:
+        assert moved is None
+    else:
+        assert moved[1] == expected == t["stages"]["active"]
+        assert t["previous"]["active"] == history_after

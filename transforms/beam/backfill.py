@@ -142,17 +142,17 @@ class TrainTenant(beam.DoFn):
         """Warm start the trainer if the store has a snapshot to continue from; the reason to
         refuse the tenant if the store has snapshots this range cannot continue."""
         first_end = int(np.min(np.asarray(prepared.rows.column("window_end"))))
-        existing = (self.registry.tenant(trainer.tenant_id) or {}).get("artifacts") or {}
+        t = self.registry.view(trainer.tenant_id)
+        newest = t.newest() if t else None
         sid = warm_start(self.store_location, trainer, first_end) if self.warm_start else None
         if sid:
             print(f"[backfill] {trainer.tenant_id}: continuing from {sid}", file=sys.stderr,
                   flush=True)
-        elif existing:
-            newest = max(existing.values(), key=lambda a: a["lineage"]["version"] or 0)
+        elif newest is not None:
             return (
                 f"the store {self.store_location} already has snapshots of it "
-                f"(newest v{newest['lineage']['version']}, windows up to "
-                f"{_time(newest['lineage'].get('window_end'))}) and this backfill cannot "
+                f"(newest v{newest.version}, windows up to "
+                f"{_time(newest.window_end)}) and this backfill cannot "
                 f"continue from them: its first window ends at {_time(first_end)}"
                 + ("" if self.warm_start else " and warm start is off")
                 + ", or the model config differs. Back up a range after the newest snapshot, "
