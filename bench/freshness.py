@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from runners.embedded import DEMO_PROFILE, DEMO_SCENARIO, profile_toml  # noqa: E402
 from state.records import rfc3339_to_ms  # noqa: E402
 from state.scenario import generate  # noqa: E402
-from model.registry import open_registry  # noqa: E402
+from model.lifecycle.registry import open_registry  # noqa: E402
 from tests.core.servers import kafka_broker  # noqa: E402
 
 TOPIC = "upm.windows"

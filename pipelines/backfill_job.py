@@ -34,7 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from model.registry import open_registry
+from model.lifecycle.registry import open_registry
 from pipelines.options import store_root
 from state.config import UpmConfig
 from transforms.beam import backfill

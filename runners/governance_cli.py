@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from datetime import datetime, timezone
 
-from model.governance import Governance, GovernanceError, JsonLinesSink, events_path
-from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
-from model.registry import STAGES, TenantView, open_registry
-from model.retention import RetentionRule, apply as apply_retention, plan as plan_retention
-from model.signing import SignatureError, Verifier, generate_keypair
+from model.lifecycle.governance import Governance, GovernanceError, JsonLinesSink, events_path
+from model.lifecycle.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
+from model.lifecycle.registry import STAGES, TenantView, open_registry
+from model.lifecycle.retention import RetentionRule, apply as apply_retention, plan as plan_retention
+from model.lifecycle.signing import SignatureError, Verifier, generate_keypair
 from model.snapshot import sha256_hex
-from model.store import open_store
+from model.lifecycle.store import open_store
 from runners.errors import UserError
 
 

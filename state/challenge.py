@@ -6,7 +6,7 @@ While an engine has told a tenant's TrainerState which snapshot its `active` sta
 prequentially on exactly the same windows (neither has seen them). When the next snapshot is
 cut, the pair of scores goes into its manifest as `metrics.challenge` (the candidate is its
 parent), the registry attaches them to the candidate, and the promotion policy's `champion`
-check reads them: "not worse than active by more than X" (model/policy.py).
+check reads them: "not worse than active by more than X" (model/lifecycle/policy.py).
 
 A Judge is plain arrays plus scores; it is engine state of the trainer (part "j").
 """

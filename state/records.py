@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from model.events import ArtifactPromoted, RolledBack, SnapshotActivated  # noqa: F401 (DESIGN §3)
+from model.lifecycle.events import ArtifactPromoted, RolledBack, SnapshotActivated  # noqa: F401 (DESIGN §3)
 
 
 def ms_to_rfc3339(ms: int) -> str:

@@ -8,12 +8,12 @@ import dataclasses
 import json
 import time
 
-from model.governance import Governance, JsonLinesSink, events_path
-from model.policy import Policy
-from model.registry import open_registry
-from model.signing import Signer, Verifier
+from model.lifecycle.governance import Governance, JsonLinesSink, events_path
+from model.lifecycle.policy import Policy
+from model.lifecycle.registry import open_registry
+from model.lifecycle.signing import Signer, Verifier
 from model.snapshot import Snapshot, encode
-from model.store import SnapshotConflict, open_store
+from model.lifecycle.store import SnapshotConflict, open_store
 from state.records import SnapshotRecord, rfc3339_to_ms
 
 

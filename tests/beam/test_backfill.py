@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.registry import open_registry
-from model.store import open_store
+from model.lifecycle.registry import open_registry
+from model.lifecycle.store import open_store
 from pipelines import backfill_job, beam_job
 from pipelines.options import JobOptions
 from pipelines.summary import read_records

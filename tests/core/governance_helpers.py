@@ -4,13 +4,13 @@ from dataclasses import asdict
 
 import numpy as np
 
-from model.governance import Governance, JsonLinesSink, events_path
+from model.lifecycle.governance import Governance, JsonLinesSink, events_path
 from model.network import ModelConfig
-from model.policy import DEFAULT_POLICY_TOML, Policy
-from model.registry import LocalDocumentStore, Registry
-from model.signing import Signer, Verifier
+from model.lifecycle.policy import DEFAULT_POLICY_TOML, Policy
+from model.lifecycle.registry import LocalDocumentStore, Registry
+from model.lifecycle.signing import Signer, Verifier
 from model.snapshot import encode
-from model.store import LocalSnapshotStore
+from model.lifecycle.store import LocalSnapshotStore
 from state.records import FeatureWindow, SnapshotRecord
 from state.trainer import TrainerConfig, TrainerState
 
@@ -63,7 +63,7 @@ class World:
 
     def __init__(self, root, tenants=("acme",), n=4, policy_toml=DEFAULT_POLICY_TOML,
                  allow=("acme",)):
-        from model.signing import generate_keypair
+        from model.lifecycle.signing import generate_keypair
         priv, pub = generate_keypair(root / "keys")
         self.signer = Signer.from_pem(priv.read_bytes())
         self.verifier = Verifier.from_pems([pub.read_bytes()])

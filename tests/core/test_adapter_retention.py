@@ -3,9 +3,9 @@ import threading
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from model.adapter import Adapter
-from model.registry import STAGES, TenantView, empty_document, tenant_entry
-from model.retention import RetentionRule, apply, plan
+from model.lifecycle.adapter import Adapter
+from model.lifecycle.registry import STAGES, TenantView, empty_document, tenant_entry
+from model.lifecycle.retention import RetentionRule, apply, plan
 from tests.core.governance_helpers import World
 
 ROWS = [{"a": 1.0, "b": -0.5, "c": 0.25}, {"a": -1.0}]
@@ -116,7 +116,7 @@ def test_sync_timeout_stops_retrying(tmp_path):
 
 
 def test_fleet_sync_in_batches(tmp_path):
-    from model.adapter import sync_fleet
+    from model.lifecycle.adapter import sync_fleet
     w = World(tmp_path)
     w.walk_to_active("acme", w.ids()[0])
     fleet = [Adapter(w.registry, w.store, w.verifier, "acme", "active", f"agent-{i}", env={})
@@ -134,7 +134,7 @@ def test_predictions_never_see_a_half_loaded_model(tmp_path):
     expected = {}
     for sid in ids:
         snap = w.snaps["acme"][ids.index(sid)]
-        from model.adapter import ServingModel
+        from model.lifecycle.adapter import ServingModel
         expected[sid] = ServingModel.from_snapshot(snap, 0).predict(ROWS)[0]
     synced = threading.Event()
     seen = []  # index in ids of the model each prediction came from (-1: none of them)

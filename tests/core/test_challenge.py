@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from model import standardize
-from model.governance import PromotionRefused
+from model.lifecycle.governance import PromotionRefused
 from model.hashing import FeatureHasher
 from model.network import ModelConfig
-from model.policy import DEFAULT_POLICY_TOML
+from model.lifecycle.policy import DEFAULT_POLICY_TOML
 from state.prequential import Prequential
 from state.records import FeatureWindow
 from state.trainer import TrainerConfig, TrainerState

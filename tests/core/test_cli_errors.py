@@ -24,7 +24,7 @@ def one_line(proc, code, *words):
 
 @pytest.fixture()
 def registry_store(tmp_path):
-    from model.registry import open_registry
+    from model.lifecycle.registry import open_registry
     root = tmp_path / "store"
     open_registry(root).register({
         "snapshot_id": "acme-v000001", "tenant_id": "acme", "uri": "x", "sha256": "h",

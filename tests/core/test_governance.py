@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from model.governance import GovernanceError, PromotionRefused
-from model.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
-from model.signing import Signer, SignatureError, generate_keypair
+from model.lifecycle.governance import GovernanceError, PromotionRefused
+from model.lifecycle.policy import DEFAULT_POLICY_TOML, Policy, PolicyError
+from model.lifecycle.signing import Signer, SignatureError, generate_keypair
 from tests.core.governance_helpers import World
 
 
@@ -210,11 +210,11 @@ def test_quarantine_of_an_unpromoted_snapshot_only_records_it(world):
 CONCURRENT = textwrap.dedent("""
     import sys
     from tests.core.governance_helpers import make_snapshots, publish
-    from model.registry import LocalDocumentStore, Registry
-    from model.store import LocalSnapshotStore
-    from model.governance import Governance, JsonLinesSink
-    from model.policy import Policy
-    from model.signing import Verifier
+    from model.lifecycle.registry import LocalDocumentStore, Registry
+    from model.lifecycle.store import LocalSnapshotStore
+    from model.lifecycle.governance import Governance, JsonLinesSink
+    from model.lifecycle.policy import Policy
+    from model.lifecycle.signing import Verifier
     root, who = sys.argv[1], sys.argv[2]
     store, reg = LocalSnapshotStore(root), Registry(LocalDocumentStore(root))
     pol = Policy.from_toml('[stage.staging]\\nchecks = ["sha256"]\\n')
@@ -247,7 +247,7 @@ def test_two_processes_promoting_concurrently_lose_no_update(tmp_path, round_):
 
 def test_signature_binds_name_and_bytes(tmp_path):
     priv, pub = generate_keypair(tmp_path)
-    from model.signing import Verifier
+    from model.lifecycle.signing import Verifier
     s, v = Signer.from_pem(priv.read_bytes()), Verifier.from_pems([pub.read_bytes()])
     sig = s.sign("acme-v000001", "ab" * 32)
     assert v.verify("acme-v000001", "ab" * 32, sig) == s.key_id

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.registry import open_registry
+from model.lifecycle.registry import open_registry
 from model.snapshot import Snapshot, SnapshotIntegrityError, encode
-from model.store import SnapshotConflict, open_store
+from model.lifecycle.store import SnapshotConflict, open_store
 from tests.core import servers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_register_many_is_one_update_and_all_or_none(location):
 
 WRITER = textwrap.dedent("""
     import sys
-    from model.registry import open_registry
+    from model.lifecycle.registry import open_registry
     loc, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     reg = open_registry(loc)
     for i in range(n):

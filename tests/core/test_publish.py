@@ -4,7 +4,7 @@ replaying after a restart) are accepted; a different stream's version N is refus
 
 import json
 
-from model.registry import open_registry
+from model.lifecycle.registry import open_registry
 from pipelines.summary import summarize
 from tests.core.governance_helpers import make_snapshots
 from transforms.publish import SnapshotPublisher

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from model.snapshot import SnapshotIntegrityError, Snapshot, decode, encode
-from model.store import LocalSnapshotStore, SnapshotConflict
+from model.lifecycle.store import LocalSnapshotStore, SnapshotConflict
 
 
 def snap(version=1, scale=1.0):

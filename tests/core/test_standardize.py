@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model import standardize
-from model.adapter import ServingModel
+from model.lifecycle.adapter import ServingModel
 from model.network import ModelConfig
 from state.records import FeatureWindow
 from state.trainer import TrainerConfig, TrainerState

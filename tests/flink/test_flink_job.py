@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from model.snapshot import encode
-from model.store import LocalSnapshotStore
+from model.lifecycle.store import LocalSnapshotStore
 from pipelines.local_job import run_local
 from pipelines.summary import read_records
 from runners.embedded import DEMO_PROFILE, profile_toml

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.adapter import Adapter
+from model.lifecycle.adapter import Adapter
 from model.network import ModelConfig
-from model.registry import LocalDocumentStore, Registry
-from model.signing import Verifier, generate_keypair
-from model.store import LocalSnapshotStore
+from model.lifecycle.registry import LocalDocumentStore, Registry
+from model.lifecycle.signing import Verifier, generate_keypair
+from model.lifecycle.store import LocalSnapshotStore
 
 POLICY = """
 [stage.staging]

@@ -47,11 +47,11 @@ def test_second_run_continues_the_version_sequence(tmp_path):
 def test_a_run_with_an_active_snapshot_scores_the_candidate_against_it(tmp_path):
     """The job reads the tenant's active snapshot from the registry and records, with each
     snapshot, the candidate and the active scored on the same windows (state/challenge.py)."""
-    from model.governance import Governance, JsonLinesSink, events_path
-    from model.policy import Policy
-    from model.registry import open_registry
-    from model.signing import Verifier
-    from model.store import open_store
+    from model.lifecycle.governance import Governance, JsonLinesSink, events_path
+    from model.lifecycle.policy import Policy
+    from model.lifecycle.registry import open_registry
+    from model.lifecycle.signing import Verifier
+    from model.lifecycle.store import open_store
 
     out, second_run = first_run(tmp_path, ScenarioSpec(tenants=1, windows_per_tenant=2400, seed=9,
                                                        drift_tenant=None))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from model.registry import open_registry
+from model.lifecycle.registry import open_registry
 from state import backfill
 from state.config import UpmConfig
 from state.parse import dead_letter

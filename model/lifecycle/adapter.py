@@ -24,8 +24,8 @@ import numpy as np
 from model.hashing import FeatureHasher
 from model import standardize
 from model.network import ModelConfig
-from model.registry import Artifact, Registry, tenant_view
-from model.signing import SignatureError, Verifier
+from model.lifecycle.registry import Artifact, Registry, tenant_view
+from model.lifecycle.signing import SignatureError, Verifier
 from model.snapshot import SnapshotIntegrityError, decode
 
 

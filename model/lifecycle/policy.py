@@ -39,7 +39,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 
-from model.registry import STAGES
+from model.lifecycle.registry import STAGES
 
 CHECKS = ("order", "sha256", "signature", "drift", "champion", "soak", "allowlist", "role", "ack")
 CHAMPION_METRICS = ("auto", "log_loss", "accuracy", "brier", "mae", "rmse")

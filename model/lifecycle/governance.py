@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.events import ArtifactPromoted, RolledBack, SnapshotActivated
-from model.policy import Policy
-from model.registry import STAGES, Artifact, Registry, TenantView, tenant_view
-from model.signing import SignatureError, Verifier
+from model.lifecycle.events import ArtifactPromoted, RolledBack, SnapshotActivated
+from model.lifecycle.policy import Policy
+from model.lifecycle.registry import STAGES, Artifact, Registry, TenantView, tenant_view
+from model.lifecycle.signing import SignatureError, Verifier
 from model.snapshot import sha256_hex
 
 
@@ -138,7 +138,7 @@ class Governance:
         return fails
 
     def _champion(self, t: TenantView, a: Artifact) -> list[Failure]:
-        """The champion check (model/policy.py): the artifact against `active`, on the same
+        """The champion check (model/lifecycle/policy.py): the artifact against `active`, on the same
         windows, as the job recorded it (state/challenge.py)."""
         artifact_id, active = a.id, t.pointer("active")
         if active is None or active == artifact_id:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.registry import STAGES, Registry, TenantView, tenant_view
+from model.lifecycle.registry import STAGES, Registry, TenantView, tenant_view
 
 DAY_MS = 86_400_000
 
