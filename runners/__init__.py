@@ -1,3 +1,4 @@
-"""Layer 5: the `upm` command line: running jobs (embedded, on a standalone Flink cluster, on
-Beam), backfills, the cluster commands, governance commands, `validate`, and the embedded
-default."""
+"""Layer 5: the `upm` command line (`cli`: parsing and `upm run`), the flags job commands share
+and the config file they read (`job_flags`), launching and watching a job (`launch`, with the
+Flink REST client `flink_progress`), the standalone cluster and its commands, backfills,
+governance commands, `validate`, and the embedded default."""

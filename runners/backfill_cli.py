@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from runners.job_flags import add_knob_options, config_from_args
 from state.config import UpmConfig
 from state.records import rfc3339_to_ms
 
@@ -30,12 +31,10 @@ def cmd_backfill(args) -> int:
         print(f"upm backfill runs on the beam runtime (.venv-beam/bin/upm backfill ...): {e}",
               file=sys.stderr)
         return 2
-    from runners.cli import _config_from_args
-
     opts = backfill_job.BackfillOptions(
         inputs=tuple(args.input), start_ms=parse_time(args.from_),
         end_ms=parse_time(args.to) if args.to else None, output_dir=args.output,
-        config=_config_from_args(args, UpmConfig()), input_format=args.format,
+        config=config_from_args(args, UpmConfig()), input_format=args.format,
         warm_start=not args.no_warm_start, beam_args=tuple(args.beam_arg or ()))
     print(f"[backfill] {', '.join(opts.inputs)} -> {opts.store_root} (windows ending in "
           f"[{args.from_}, {args.to or 'end'}))", flush=True)
@@ -64,7 +63,6 @@ def cmd_backfill(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from runners.cli import _add_knob_options
 
     b = sub.add_parser("backfill", help="train over historical files (batch Beam pipeline)",
                        description="Read JSON lines, Parquet or TFRecord (tf.Example) files "
@@ -85,5 +83,5 @@ def add_commands(sub) -> None:
     b.add_argument("--summary-json", help="also write the counts as JSON here")
     b.add_argument("--beam-arg", action="append", metavar="--OPTION=VALUE",
                    help="a Beam pipeline option, e.g. --beam-arg=--runner=DataflowRunner")
-    _add_knob_options(b)
+    add_knob_options(b)
     b.set_defaults(func=cmd_backfill)

@@ -8,6 +8,7 @@ import sys
 import time
 
 from runners import flink_cluster as fc
+from runners.job_flags import add_job_arguments, job_options
 
 
 def _spec(args) -> fc.ClusterSpec:
@@ -40,7 +41,6 @@ def cmd_flink(args) -> int:
 
 def cmd_submit(args) -> int:
     from pipelines.flink_job import submit
-    from runners.cli import job_options
 
     args.output = args.store
     opts, _ = job_options(args, fresh_records=False)
@@ -96,8 +96,6 @@ def cmd_stop(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from runners.cli import add_job_arguments
-
     def cluster(p):
         p.add_argument("--store", default="./upm-data", help="store root (default ./upm-data)")
         p.add_argument("--rest-port", type=int, default=8081)

@@ -41,8 +41,8 @@ def _governance(args) -> Governance:
     store, registry = _open(args)
     policy = Policy.load(getattr(args, "policy", None))
     if getattr(args, "config", None):
-        from state.config import UpmConfig
-        policy = policy.with_allowlist(UpmConfig.load(args.config).features.unified_model)
+        from runners.job_flags import load_config
+        policy = policy.with_allowlist(load_config(args.config).features.unified_model)
     return Governance(registry, store, policy, Verifier.from_env(),
                       JsonLinesSink(events_path(args.store)))
 

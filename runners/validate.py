@@ -33,8 +33,8 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 
 def check_config(path: str | None, overrides: list[str]) -> str:
-    from state.config import UpmConfig
-    cfg = UpmConfig.load(path, overrides)
+    from runners.job_flags import load_config
+    cfg = load_config(path, overrides)
     return (f"{path or 'defaults'}: snapshot_interval {cfg.trainer.snapshot_interval}, "
             f"drift threshold {cfg.drift.drift_threshold}, compression {cfg.snapshots.compression}")
 

@@ -125,20 +125,6 @@ class UpmConfig:
             tenants[tenant] = {**tenants.get(tenant, {}), **sections}
         return dataclasses.replace(cfg, tenants=tenants, **changes)
 
-    @classmethod
-    def load(cls, path: str | None = None, overrides: list[str] | None = None) -> "UpmConfig":
-        cfg = cls()
-        if path:
-            with open(path, "rb") as f:
-                try:
-                    doc = tomllib.load(f)
-                except tomllib.TOMLDecodeError as e:
-                    raise ConfigError(f"{path}: {e}") from None
-            cfg = cls.from_dict(doc, cfg)
-        for item in overrides or []:
-            cfg = cfg.with_override(item)
-        return cfg
-
     def with_override(self, item: str) -> "UpmConfig":
         """Apply one `section.key=value` (value parsed as TOML, bare words as strings)."""
         key, sep, raw = item.partition("=")
@@ -150,6 +136,13 @@ class UpmConfig:
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         return UpmConfig.from_dict({section: {name: value}}, self)
+
+    def with_overrides(self, items) -> "UpmConfig":
+        """`with_override` of each item, in order."""
+        cfg = self
+        for item in items:
+            cfg = cfg.with_override(item)
+        return cfg
 
     def for_tenant(self, tenant_id: str) -> "UpmConfig":
         over = self.tenants.get(tenant_id)

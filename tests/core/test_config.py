@@ -1,5 +1,6 @@
 import pytest
 
+from runners.job_flags import load_config
 from state.config import ConfigError, UpmConfig
 
 
@@ -24,7 +25,7 @@ def test_toml_file_tenant_override_and_cli_override(tmp_path):
     f = tmp_path / "upm.toml"
     f.write_text('[trainer]\nlearning_rate = 0.01\n[features]\nunified_model = ["acme"]\n'
                  '[tenants.acme.trainer]\nbatch_size = 8\n')
-    c = UpmConfig.load(str(f), ["drift.sample_size=50", "snapshots.compression=gzip"])
+    c = load_config(str(f), ["drift.sample_size=50", "snapshots.compression=gzip"])
     assert c.trainer.learning_rate == 0.01 and c.drift.sample_size == 50
     assert c.snapshots.compression == "gzip"
     assert c.for_tenant("acme").trainer.batch_size == 8

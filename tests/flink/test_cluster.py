@@ -84,7 +84,7 @@ def test_submit_watch_metrics_cancel(cluster):
     for op in OPERATORS:
         assert op in names, names
 
-    from pipelines.flink_progress import upm_counters
+    from runners.flink_progress import upm_counters
     windows = sum(t["windows_in"] - t["dead_letters"] for t in expected.tenants.values())
     counters = wait_for(lambda: (c := upm_counters(spec.rest, job_id)).get("windows_in") == windows
                         and c, timeout=180)
@@ -148,7 +148,7 @@ def test_taskmanager_kill_recovers_exactly_once(cluster, tmp_path):
     src.write_text("\n".join(lines) + "\n")
     store = tmp_path / "store"
     job_id = submit(spec, store, "--input", str(src), *PROFILE)
-    from pipelines.flink_progress import upm_counters
+    from runners.flink_progress import upm_counters
     wait_for(lambda: state(spec, job_id) == "RUNNING" and completed_checkpoints(spec, job_id) >= 1
              and upm_counters(spec.rest, job_id).get("trained", 0) > 500, timeout=240, every=0.5)
     killed = fc.taskmanager_pids(spec)
@@ -172,7 +172,7 @@ def test_taskmanager_kill_recovers_exactly_once(cluster, tmp_path):
     for tenant in expected.tenants:
         versions = sorted(s["version"] for s in snaps if s["tenant_id"] == tenant)
         assert versions == list(range(1, len(versions) + 1)) and versions
-    cfg = UpmConfig.load(None, [a for a in PROFILE if "=" in a])
+    cfg = UpmConfig().with_overrides(a for a in PROFILE if "=" in a)
     core = {s.snapshot_id: encode(s, "zstd").sha256
             for t in run_local(lines, cfg).tenants.values() for s in t.snapshots}
     assert {s["snapshot_id"]: s["sha256"] for s in snaps} == core
@@ -198,7 +198,7 @@ def test_stop_with_savepoint_and_resume(cluster, tmp_path):
     (inbox / "part-0.jsonl").write_text("\n".join(lines[:half]) + "\n")
     store = tmp_path / "store"
     job_id = submit(spec, store, "--input", str(inbox), "--follow", *PROFILE)
-    from pipelines.flink_progress import upm_counters
+    from runners.flink_progress import upm_counters
     wait_for(lambda: (c := upm_counters(spec.rest, job_id)).get("messages_in") == half
              and c.get("snapshots_written", 0) >= 4, timeout=240)
     from runners.flink_cli import stop_with_savepoint
@@ -233,7 +233,7 @@ def test_stop_with_savepoint_and_resume(cluster, tmp_path):
     # No window trained twice, none lost: the committed shadow deltas are unique, all are windows
     # the core trains, and the only ones missing are a tenant's newest (still held by the
     # release delay or awaiting a label when the job was cancelled).
-    cfg = UpmConfig.load(None, [a for a in PROFILE if "=" in a])
+    cfg = UpmConfig().with_overrides(a for a in PROFILE if "=" in a)
     core = run_local(lines, cfg, keep_deltas=True)
     deltas = read_records(store / "records", "shadow_deltas")
     ids = [d["prediction_id"] for d in deltas]
@@ -255,7 +255,7 @@ def test_kafka_exactly_once_across_a_taskmanager_kill(cluster, broker, tmp_path)
     import signal
 
     from tests.flink.test_kafka import consume_all, create_topics, produce_lines
-    from pipelines.flink_progress import upm_counters
+    from runners.flink_progress import upm_counters
 
     spec = cluster
     lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=1500, seed=5))
@@ -288,7 +288,7 @@ def test_kafka_exactly_once_across_a_taskmanager_kill(cluster, broker, tmp_path)
                                                for t in expected.tenants.values())
     from pipelines.local_job import run_local
     from state.config import UpmConfig
-    core = run_local(lines, UpmConfig.load(None, [a for a in PROFILE if "=" in a]))
+    core = run_local(lines, UpmConfig().with_overrides(a for a in PROFILE if "=" in a))
     q = [r for r in got["quarantines"] if r["event"] == "ai.upm.drift.quarantine"]
     assert sorted((r["tenant_id"], r["drift_window_id"]) for r in q) == sorted(
         (t, r.drift_window_id) for t, run in core.tenants.items() for r in run.quarantines)
