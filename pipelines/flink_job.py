@@ -28,6 +28,8 @@ from pyflink.java_gateway import get_gateway
 
 from pipelines.options import JobOptions
 from pipelines.ports import free_port
+from state.records import RECORD_KINDS
+from state.tenant import TENANT_KINDS
 from transforms.flink import functions as fn
 
 MAX_PARALLELISM = 128  # key groups: fixed so savepoints restore at any parallelism <= 128
@@ -155,26 +157,18 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                         .process(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
                                  output_type=Types.STRING())
                         .name("SnapshotWriter").uid("snapshot-writer"))
-    drift_records = tenants.get_side_output(fn.DRIFT_SCORES).union(
-        tenants.get_side_output(fn.QUARANTINES))
+    side = {kind: tenants.get_side_output(fn.TAGS[kind]) for kind in TENANT_KINDS}
+    drift_records = side["drift_scores"].union(side["quarantines"])
     governed = (drift_records.flat_map(fn.Governor(opts.store_root, opts.policy_path),
                           output_type=Types.STRING())
                 .name("Governor").uid("governor").set_parallelism(1))
-    sinks = {
-        "dead_letters": [parsed.get_side_output(fn.DEAD_LETTERS),
-                         tenants.get_side_output(fn.DEAD_LETTERS)],
-        "duplicates": [tenants.get_side_output(fn.DUPLICATES)],
-        "late": [tenants.get_side_output(fn.LATE)],
-        "gaps": [tenants.get_side_output(fn.GAPS)],
-        "snapshots": [snapshot_records],
-        "refusals": [snapshot_records.get_side_output(fn.REFUSALS)],
-        "drift_scores": [tenants.get_side_output(fn.DRIFT_SCORES)],
-        "quarantines": [tenants.get_side_output(fn.QUARANTINES)],
-        "rollbacks": [governed],
-        "stats": [tenants.get_side_output(fn.STATS)],
-    }
-    if opts.shadow_deltas:
-        sinks["shadow_deltas"] = [tenants.get_side_output(fn.SHADOW_DELTAS)]
+    sinks = {kind: [side.get(kind)] for kind in RECORD_KINDS}
+    sinks["dead_letters"].insert(0, parsed.get_side_output(fn.DEAD_LETTERS))
+    sinks["snapshots"] = [snapshot_records]
+    sinks["refusals"] = [snapshot_records.get_side_output(fn.REFUSALS)]
+    sinks["rollbacks"] = [governed]
+    if not opts.shadow_deltas:
+        del sinks["shadow_deltas"]
     for kind, streams in sinks.items():
         stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
         stream.sink_to(_file_sink(opts, kind)).name(f"{kind}-sink").uid(f"{kind}-sink")

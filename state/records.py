@@ -33,6 +33,12 @@ def rfc3339_to_ms(text: str) -> int:
     return int(round(dt.timestamp() * 1000))
 
 
+# The kinds of record a job writes, each to its own sink (`<records>/<kind>/`, a Kafka topic
+# PREFIX.<kind>, a Pub/Sub topic PREFIX-<kind>), in one order for every engine.
+RECORD_KINDS = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "snapshots",
+                "refusals", "drift_scores", "quarantines", "rollbacks", "stats")
+
+
 class Record:
     """Mixin: JSON text round trip for the dataclass records below."""
 

@@ -35,7 +35,15 @@ from state.drift import DriftOutput, DriftWindow
 from state.parse import dead_letter
 from state.records import FeatureWindow, Feedback, ShadowDelta
 from state.replay import ReplayBuffer, ReplayOutput
+from state.stats import drift_stats, replay_stats, trainer_stats
 from state.trainer import TrainerOutput, TrainerState
+
+
+# The record kinds (state/records.py RECORD_KINDS) a tenant's path emits; besides them it
+# gives Snapshot objects, which the engine publishes (the publisher emits `snapshots` and
+# `refusals`, the governor `rollbacks`).
+TENANT_KINDS = ("dead_letters", "duplicates", "late", "gaps", "shadow_deltas", "drift_scores",
+                "quarantines", "stats")
 
 
 @dataclass
@@ -44,6 +52,15 @@ class TenantOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     drift: DriftOutput = field(default_factory=DriftOutput)
+
+    def counts(self) -> dict[str, int]:
+        """What this output adds to the job's counters (the Flink metrics, the Beam metrics)."""
+        r = self.replay
+        return {"released": len(r.released), "duplicates": len(r.duplicates),
+                "late": len(r.late), "gaps": len(r.gaps), "dead_letters": len(r.refused),
+                "deltas": len(self.deltas), "snapshots": len(self.snapshots),
+                "quarantines": len(self.drift.quarantines),
+                "recoveries": len(self.drift.recoveries)}
 
     def records(self, now_ms: int):
         """(output kind, record) in the order an engine emits them; a Snapshot object's kind is
@@ -124,6 +141,10 @@ class TenantPipeline:
         self._take(out, self.trainer.flush())
         self._judge(out, lambda b: True)
         return out
+
+    def end_stats(self) -> list[str]:
+        """The `upm.tenant.stats` records an engine emits when the input ends."""
+        return [replay_stats(self.replay), trainer_stats(self.trainer), drift_stats(self.drift)]
 
     def timers(self) -> list[int]:
         """Event times the engine should have a timer at now: the drain of the ready batches and

@@ -1,6 +1,8 @@
-"""Engine-free steps both engine adapters share: the end-of-input stats records, publishing a
-snapshot (encode, write create-only, sign, register, make its record), governing drift records
-(measured drift into the registry, quarantines into automatic rollbacks), and warm start."""
+"""Engine-free steps every engine adapter and the backfill share, the ones that do I/O on the
+store: publishing a snapshot (encode, write create-only, sign, register, make its record),
+governing drift records (measured drift into the registry, quarantines into automatic
+rollbacks), warm start and the champion refresh. (They build the stream records of state/, so
+they cannot live in model/lifecycle/, a layer below it.)"""
 
 from __future__ import annotations
 
@@ -15,31 +17,6 @@ from model.lifecycle.signing import Signer, Verifier
 from model.snapshot import Snapshot, encode
 from model.lifecycle.store import SnapshotConflict, open_store
 from state.records import SnapshotRecord, rfc3339_to_ms
-
-
-def replay_stats(rb) -> str:
-    """The end-of-input `upm.tenant.stats` record of a ReplayBuffer."""
-    return _stats("replay", rb.tenant_id, rb.counters, held=rb.held)
-
-
-def trainer_stats(ts) -> str:
-    """The end-of-input `upm.tenant.stats` record of a TrainerState."""
-    return _stats("trainer", ts.tenant_id, ts.counters, pending=ts.pending,
-                  awaiting_label=len(ts.awaiting), version=ts.version,
-                  last_snapshot_id=ts.last_snapshot_id,
-                  loss=None if ts.last_loss != ts.last_loss else ts.last_loss,
-                  scores=ts.scores())
-
-
-def drift_stats(dw) -> str:
-    """The end-of-input `upm.tenant.stats` record of a DriftWindow."""
-    return _stats("drift", dw.tenant_id, dw.counters, in_episode=dw.in_episode,
-                  drift_p95=None if dw.last_p95 != dw.last_p95 else dw.last_p95)
-
-
-def _stats(operator: str, tenant: str, counters: dict, **extra) -> str:
-    return json.dumps({"event": "upm.tenant.stats", "operator": operator, "tenant_id": tenant,
-                       "counters": counters, **extra}, allow_nan=False, default=str)
 
 
 class SnapshotPublisher:

@@ -12,7 +12,7 @@ from model.network import ModelConfig
 from pipelines.local_job import run_local
 from state.prequential import Prequential
 from state.trainer import TrainerConfig, TrainerState
-from transforms.publish import trainer_stats
+from state.stats import trainer_stats
 
 T0 = 1_800_000_000_000
 

@@ -23,8 +23,9 @@ from state import backfill
 from state.config import UpmConfig
 from state.parse import dead_letter
 from state.records import DriftScore, ms_to_rfc3339
+from state.stats import trainer_stats
 from state.trainer import TrainerState
-from transforms.publish import SnapshotPublisher, trainer_stats, warm_start
+from transforms.publish import SnapshotPublisher, warm_start
 
 NAMESPACE = "upm.backfill"
 

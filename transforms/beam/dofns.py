@@ -14,6 +14,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
@@ -23,11 +24,12 @@ from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from state.tenant import TenantPipeline
-from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, first_record,
-                                refresh_champion, replay_stats, trainer_stats)
+from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END = GlobalWindow().max_timestamp()  # fires when the input is exhausted
 NEVER_DUE = -(1 << 62)  # an event time before every drift judgement
+COUNTERS = ("windows_in", "feedback_in", "trained", "steps", "released", "duplicates", "late",
+            "gaps", "dead_letters", "deltas", "snapshots", "quarantines", "recoveries")
 
 
 def _ms(ts: Timestamp) -> int:
@@ -80,6 +82,10 @@ class TenantDoFn(beam.DoFn):
         self.emit_shadow_deltas = emit_shadow_deltas
         self.store_location = store_location
 
+    def setup(self):
+        # The same counters as the Flink job's (Beam metrics, namespace "upm")
+        self.counters = {name: Metrics.counter("upm", name) for name in COUNTERS}
+
     def _load(self, state, tenant: str) -> TenantPipeline:
         parts = state.read()
         p = (TenantPipeline.from_parts(parts, self.config) if parts
@@ -101,25 +107,29 @@ class TenantDoFn(beam.DoFn):
                 final=beam.DoFn.TimerParam(FINAL)):
         tenant, (kind, rec) = element
         p = self._load(state, tenant)
+        before = _progress(p)
         if p.is_new:
             final.set(END)
         if kind == "feedback":
+            self.counters["feedback_in"].inc()
             out = p.on_feedback(rec)
         else:
+            self.counters["windows_in"].inc()
             out = p.on_window(rec)
             if p.replay.held and p.replay.config.quiet_release_ms:
                 # Setting it again moves it: it fires only after that long without a window.
                 quiet.set(Timestamp.now() + p.replay.config.quiet_release_ms / 1000)
         self._save(state, p, tick)
-        yield from self._records(out)
+        yield from self._records(p, out, before)
 
     @on_timer(TICK)
     def on_tick(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                 state=beam.DoFn.StateParam(STATE), tick=beam.DoFn.TimerParam(TICK)):
         p = self._load(state, key)
+        before = _progress(p)
         out = p.on_timer(_ms(fired))
         self._save(state, p, tick)
-        yield from self._records(out)
+        yield from self._records(p, out, before)
 
     @on_timer(QUIET)
     def on_quiet(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
@@ -127,26 +137,39 @@ class TenantDoFn(beam.DoFn):
         # A processing-time timer does not know the watermark: release and train what is held,
         # and leave the drift judgements to the event-time timer set after it.
         p = self._load(state, key)
+        before = _progress(p)
         out = p.on_quiet(NEVER_DUE)
         self._save(state, p, tick)
-        yield from self._records(out)
+        yield from self._records(p, out, before)
 
     @on_timer(FINAL)
     def on_end(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         p = self._load(state, key)
+        before = _progress(p)
         out = p.end()
         state.write(p.parts())
-        yield from self._records(out)
-        for stats in (replay_stats(p.replay), trainer_stats(p.trainer), drift_stats(p.drift)):
+        yield from self._records(p, out, before)
+        for stats in p.end_stats():
             yield beam.pvalue.TaggedOutput("stats", stats)
 
-    def _records(self, out):
+    def _records(self, p: TenantPipeline, out, before: tuple[int, int]):
+        for name, was, now in zip(("trained", "steps"), before, _progress(p)):
+            if now != was:
+                self.counters[name].inc(now - was)
+        for name, n in out.counts().items():
+            if n:
+                self.counters[name].inc(n)
         now = int(time.time() * 1000)
         for kind, record in out.records(now):
             if kind == "snapshot":
                 yield record
             elif kind != "shadow_deltas" or self.emit_shadow_deltas:
                 yield beam.pvalue.TaggedOutput(kind, record.to_json())
+
+
+def _progress(p: TenantPipeline) -> tuple[int, int]:
+    """(windows trained, update steps) so far, to count what one call adds."""
+    return p.trainer.trained, p.trainer.counters["steps"]
 
 
 class PublishSnapshot(beam.DoFn):

@@ -21,24 +21,16 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
-from state.records import Feedback
+from state.records import RECORD_KINDS, Feedback
 from state.tenant import TenantPipeline
 from transforms.flink.metrics import TenantValues
-from transforms.publish import (DriftGovernor, SnapshotPublisher, drift_stats, first_record,
-                                refresh_champion, replay_stats, trainer_stats)
+from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
 
-# One side output per record type; all carry JSON text.
-DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())
-DUPLICATES = OutputTag("duplicates", Types.STRING())
-LATE = OutputTag("late", Types.STRING())
-GAPS = OutputTag("gaps", Types.STRING())
-SHADOW_DELTAS = OutputTag("shadow_deltas", Types.STRING())
-DRIFT_SCORES = OutputTag("drift_scores", Types.STRING())
-QUARANTINES = OutputTag("quarantines", Types.STRING())
-STATS = OutputTag("stats", Types.STRING())
-REFUSALS = OutputTag("refusals", Types.STRING())
+# One side output per record kind (state/records.py); all carry JSON text.
+TAGS = {kind: OutputTag(kind, Types.STRING()) for kind in RECORD_KINDS}
+DEAD_LETTERS, STATS, REFUSALS = TAGS["dead_letters"], TAGS["stats"], TAGS["refusals"]
 
 
 # Parse's main output: ((tenant_id, ("window"|"feedback", record)), event_time), typed so the
@@ -166,9 +158,8 @@ class TenantFunction(KeyedProcessFunction):
         self._armed.get(p.tenant_id, set()).discard(timestamp)
         if timestamp == END_OF_INPUT:
             yield from self._finish(p, p.end(), ctx, arm=False)
-            yield STATS, replay_stats(p.replay)
-            yield STATS, trainer_stats(p.trainer)
-            yield STATS, drift_stats(p.drift)
+            for stats in p.end_stats():
+                yield STATS, stats
             return
         if ctx.timer_service().current_watermark() == END_OF_INPUT:
             return  # the input ended: the END_OF_INPUT timer, fired last, does all that is left
@@ -220,39 +211,18 @@ class TenantFunction(KeyedProcessFunction):
                 if name != "n" and value is not None:
                     self.tenant_values.set(p.tenant_id, name + "_micro", value * 1e6)
         self._trained[p.tenant_id] = (ts.trained, ts.counters["steps"])
-        r = out.replay
-        for w, reason in r.refused:
-            self._count("dead_letters")
-            yield DEAD_LETTERS, dead_letter(w.to_json(), reason, "replay", _now_ms()).to_json()
-        for d in r.duplicates:
-            self._count("duplicates")
-            yield DUPLICATES, d.to_json()
-        for late in r.late:
-            self._count("late")
-            yield LATE, late.to_json()
-        for g in r.gaps:
-            self._count("gaps")
-            yield GAPS, g.to_json()
-        if r.released:
-            self._count("released", len(r.released))
-        if out.deltas:
-            self._count("deltas", len(out.deltas))
-            if self.emit_shadow_deltas:
-                for d in out.deltas:
-                    yield SHADOW_DELTAS, d.to_json()
-        for snap in out.snapshots:
-            self._count("snapshots")
-            self.tenant_values.set(p.tenant_id, "snapshot_version", snap.manifest["version"])
-            yield snap
-        for s in out.drift.scores:
-            self.tenant_values.set(p.tenant_id, "drift_p95_micro", s.drift_p95 * 1e6)
-            yield DRIFT_SCORES, s.to_json()
-        for q in out.drift.quarantines:
-            self._count("quarantines")
-            yield QUARANTINES, q.to_json()
-        for rec in out.drift.recoveries:
-            self._count("recoveries")
-            yield QUARANTINES, rec.to_json()
+        for name, n in out.counts().items():
+            self._count(name, n)
+        for kind, rec in out.records(_now_ms()):
+            if kind == "snapshot":
+                self.tenant_values.set(p.tenant_id, "snapshot_version", rec.manifest["version"])
+                yield rec
+                continue
+            if kind == "shadow_deltas" and not self.emit_shadow_deltas:
+                continue
+            if kind == "drift_scores":
+                self.tenant_values.set(p.tenant_id, "drift_p95_micro", rec.drift_p95 * 1e6)
+            yield TAGS[kind], rec.to_json()
         self._push_counts()
 
 
