@@ -203,33 +203,25 @@ class TrainerState:
         if self.batch or self.ready or self.paused:
             raise ValueError("train_block needs a running trainer with no part batch")
         n, size, interval = len(y), self.config.batch_size, self.config.snapshot_interval
-        learner = learner_for(self.model)
         out = BlockOutput(0, np.empty(n, np.float32))
         i = seg = 0
         while i < n:
             room = interval - self.since_snapshot
             k = min(room, n - i) // size
             if k >= 2:
-                rows = k * size
-                self._judge(x[i:i + rows], y[i:i + rows])
-                xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [size] * k)
-                self.params, self.slots, losses, preds = learner.update_many(
-                    self.params, self.slots, self.step, xs.reshape(k, size, -1),
-                    ys.reshape(k, size), self.config.learning_rate)
-                loss = float(losses[-1])
+                sizes = [size] * k
             else:
                 rows = min(size, room, n - i)
                 if rows < min(size, room) and not final:
                     break
-                self._judge(x[i:i + rows], y[i:i + rows])
-                xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], [rows])
-                self.params, self.slots, loss, preds = learner.update(
-                    self.params, self.slots, self.step, xs, ys, self.config.learning_rate)
-                k = 1
-            out.predictions[i:i + rows] = self._outputs(preds.reshape(-1), back)
+                sizes = [rows]
+            rows = sum(sizes)
+            self._judge(x[i:i + rows], y[i:i + rows])
+            xs, ys, back = self._inputs(x[i:i + rows], y[i:i + rows], sizes)
+            preds = self._learn(xs, ys, sizes, int(window_start[i]), window_end[i:i + rows])
+            out.predictions[i:i + rows] = self._outputs(preds, back)
             self._score(out.predictions[i:i + rows], y[i:i + rows])
             self.counters["windows"] += rows
-            self._account(k, rows, loss, int(window_start[i]), int(window_end[i:i + rows].max()))
             i += rows
             if self.since_snapshot >= interval:
                 out.segments.append((seg, i, self.last_snapshot_id))
@@ -327,34 +319,14 @@ class TrainerState:
         x = _hasher(self.model.input_width).transform([w.features for w in windows])
         y = np.array([w.label for w in windows], dtype=np.float32)
         self._judge(x, y)
-        learner = learner_for(self.model)
         if self.paused:  # scored, not learned from: the statistics are not counted either
             preds, _ = self.predict_hashed(x)
             self.counters["paused_skipped"] += len(windows)
         else:
-            x, y, back = self._inputs(x, y, [len(b) for b in batches])
-            preds = np.empty(len(windows), np.float32)
-            size = len(batches[0])
-            k = len(batches) if len(batches[-1]) == size else len(batches) - 1
-            done = lo = 0
-            if k >= 2:
-                rows = k * size
-                self.params, self.slots, losses, p = learner.update_many(
-                    self.params, self.slots, self.step, x[:rows].reshape(k, size, -1),
-                    y[:rows].reshape(k, size), self.config.learning_rate)
-                preds[:rows] = p.reshape(-1)
-                self._account(k, rows, float(losses[-1]), windows[0].window_start,
-                              max(w.window_end for w in windows[:rows]))
-                done, lo = k, rows
-            for b in batches[done:]:
-                hi = lo + len(b)
-                self.params, self.slots, loss, p = learner.update(
-                    self.params, self.slots, self.step, x[lo:hi], y[lo:hi],
-                    self.config.learning_rate)
-                preds[lo:hi] = p
-                self._account(1, len(b), loss, b[0].window_start, max(w.window_end for w in b))
-                lo = hi
-            preds = self._outputs(preds, back)
+            sizes = [len(b) for b in batches]
+            x, y, back = self._inputs(x, y, sizes)
+            ends = np.array([w.window_end for w in windows], np.int64)
+            preds = self._outputs(self._learn(x, y, sizes, windows[0].window_start, ends), back)
         out = TrainerOutput()
         kind = self.model.prediction_kind
         truth = np.array([w.label for w in windows], np.float64)
@@ -410,6 +382,33 @@ class TrainerState:
     def scores(self) -> dict:
         """Prequential scores since the start (state/prequential.py)."""
         return self.score_total.scores(self.model.prediction_kind)
+
+    def _learn(self, x: np.ndarray, y: np.ndarray, sizes: list[int], start: int,
+               ends: np.ndarray) -> np.ndarray:
+        """Test then train consecutive micro-batches of `sizes` rows (inputs as `_inputs` made
+        them; `ends` each row's window_end) -- the one training step of the streaming and the
+        block paths: a leading run of equal batches in one TensorFlow call, the rest one by
+        one, each accounted. Returns the predictions made before each batch's update."""
+        learner = learner_for(self.model)
+        preds = np.empty(len(y), np.float32)
+        k = next((j for j, n in enumerate(sizes) if n != sizes[0]), len(sizes))
+        done = lo = 0
+        if k >= 2:
+            size, lo = sizes[0], k * sizes[0]
+            self.params, self.slots, losses, p = learner.update_many(
+                self.params, self.slots, self.step, x[:lo].reshape(k, size, -1),
+                y[:lo].reshape(k, size), self.config.learning_rate)
+            preds[:lo] = p.reshape(-1)
+            self._account(k, lo, float(losses[-1]), start, int(ends[:lo].max()))
+            done = k
+        for n in sizes[done:]:
+            hi = lo + n
+            self.params, self.slots, loss, p = learner.update(
+                self.params, self.slots, self.step, x[lo:hi], y[lo:hi], self.config.learning_rate)
+            preds[lo:hi] = np.asarray(p).reshape(-1)
+            self._account(1, n, loss, start, int(ends[lo:hi].max()))
+            lo = hi
+        return preds
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
         """The bookkeeping of `steps` trained micro-batches of `rows` windows in all (streaming
