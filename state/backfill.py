@@ -25,11 +25,12 @@ from model.hashing import FeatureHasher
 from model.snapshot import Snapshot
 from state.drift import drift_scores
 from state.records import DriftScore, Duplicate, Gap
+from state.replay import RELEASE_ORDER, is_gap
 from state.trainer import TrainerState
 
 COUNTERS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "trained",
             "refused", "gaps", "snapshots")
-ORDER = [("window_end", "ascending"), ("window_start", "ascending"), ("window_id", "ascending")]
+ORDER = [(name, "ascending") for name in RELEASE_ORDER]
 
 
 @dataclass
@@ -86,7 +87,7 @@ def _with_gaps(tenant_id: str, windows: pa.Table, tolerance_ms: int) -> tuple[pa
     ids = windows.column("window_id").to_pylist()
     gaps = [Gap(tenant_id, int(covered[i]), int(start[i + 1]), int(start[i + 1] - covered[i]),
                 ids[i], ids[i + 1])
-            for i in np.flatnonzero(start[1:] > covered + tolerance_ms)]
+            for i in np.flatnonzero(is_gap(covered, start[1:], tolerance_ms))]
     return windows, gaps
 
 

@@ -39,6 +39,7 @@ previous one ended, a Gap is emitted.
 from __future__ import annotations
 
 import heapq
+import operator
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -79,8 +80,18 @@ COUNTERS = ("received", "duplicates", "late", "released", "reordered", "forced",
             "future")
 
 
-def _order_key(w: FeatureWindow) -> tuple[int, int, str]:
-    return (w.window_end, w.window_start, w.window_id)
+# The release order of a tenant's windows (the streaming ReplayBuffer and the backfill alike):
+# by end, then start, then id, so ties are broken the same way everywhere.
+RELEASE_ORDER = ("window_end", "window_start", "window_id")
+
+
+_order_key = operator.attrgetter(*RELEASE_ORDER)  # a window's place in that order
+
+
+def is_gap(covered_until, next_start, tolerance_ms: int):
+    """The gap rule: a released window starting more than `tolerance_ms` after the end of
+    everything released before it. Scalars or numpy arrays (the backfill's columns)."""
+    return next_start > covered_until + tolerance_ms
 
 
 class ReplayBuffer:
@@ -184,7 +195,8 @@ class ReplayBuffer:
         del self._held_ids[w.window_id]
         self.changes.drop("h/" + w.window_id)
         self.changes.mark("m")
-        if self.last_end != NO_TIME and w.window_start > self.last_end + self.config.gap_tolerance_ms:
+        if self.last_end != NO_TIME and is_gap(self.last_end, w.window_start,
+                                               self.config.gap_tolerance_ms):
             self.counters["gaps"] += 1
             out.gaps.append(Gap(self.tenant_id, self.last_end, w.window_start,
                                 w.window_start - self.last_end, self.last_id, w.window_id))
