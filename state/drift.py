@@ -170,6 +170,12 @@ class DriftWindow:
                    if (i + 1) * self._width > self.evaluated_until]
         return min(pending) if pending else None
 
+    def next_timer(self) -> int | None:
+        """The event time of the next judgement's timer (the engine's surface for every core
+        object)."""
+        b = self.next_boundary()
+        return None if b is None else self.timer_time(b)
+
     def timer_time(self, boundary: int) -> int:
         return boundary + self.config.evaluation_delay_ms
 

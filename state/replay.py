@@ -39,8 +39,8 @@ previous one ended, a Gap is emitted.
 from __future__ import annotations
 
 import heapq
-import operator
 import json
+import operator
 import pickle
 from dataclasses import dataclass, field
 
@@ -150,6 +150,11 @@ class ReplayBuffer:
             self.counters["forced"] += 1
             out.extend(self._release_one())
         return out
+
+    def next_timer(self) -> int | None:
+        """None: releases follow the tenant's own arrivals, never an event-time timer (the
+        engine's surface for every core object; quiet release is processing time)."""
+        return None
 
     def flush(self) -> ReplayOutput:
         """Release everything held (end of a bounded input; a quiet tenant)."""

@@ -150,10 +150,9 @@ class TenantPipeline:
         """Event times the engine should have a timer at now: the drain of the ready batches and
         the next drift judgement. Setting one twice is harmless; one no longer listed may be
         deleted."""
-        out = []
-        t = self.trainer.next_drain_time()
-        if t is not None:
-            out.append(t)
+        # the drift boundaries to judge are tracked here (`_pending`, cheaper than asking the
+        # DriftWindow for its `next_timer` after every event)
+        out = [t for t in (self.replay.next_timer(), self.trainer.next_timer()) if t is not None]
         if self._pending:
             out.append(self.drift.timer_time(min(self._pending)))
         return out
@@ -215,7 +214,8 @@ class TenantPipeline:
         rb = ReplayBuffer.from_parts(split["r."])
         c = config.for_tenant(rb.tenant_id)
         rb.config = c.replay
-        p = cls(rb, TrainerState.from_parts(split["t."]), DriftWindow.from_parts(split["d."], c.drift))
+        p = cls(rb, TrainerState.from_parts(split["t."], c.trainer),
+                DriftWindow.from_parts(split["d."], c.drift))
         p._pending = {(i + 1) * p.drift.config.evaluation_interval_ms for i in p.drift.sub
                       if (i + 1) * p.drift.config.evaluation_interval_ms > p.drift.evaluated_until}
         return p

@@ -254,6 +254,11 @@ class TrainerState:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def next_timer(self) -> int | None:
+        """The event time this trainer wants a timer at (the engine's surface for every core
+        object): `next_drain_time`."""
+        return self.next_drain_time()
+
     def next_drain_time(self) -> int | None:
         """Event time after which the ready batches should be trained even if no more arrive:
         the end of the oldest ready batch's newest window (the engine's timer there drains)."""
@@ -529,7 +534,11 @@ class TrainerState:
         return {k: self.encode_part(k) for k in keys}
 
     @classmethod
-    def from_parts(cls, parts: dict[str, bytes]) -> "TrainerState":
+    def from_parts(cls, parts: dict[str, bytes], config: TrainerConfig | None = None
+                   ) -> "TrainerState":
+        """The trainer from its parts; with `config`, that (the current per-tenant) trainer
+        config instead of the one it was saved with. The model config is always the saved
+        one: the weights have its shapes."""
         meta = pickle.loads(parts["m"])
         if isinstance(meta, tuple):
             static, dynamic = meta
@@ -547,7 +556,7 @@ class TrainerState:
         meta["awaiting"] = [(seq, w.window_id, w) for seq, w in sorted(awaiting)]
         meta["early_labels"] = sorted(early)
         judges = decode(parts["j"], None).arrays if "j" in parts else {}
-        return cls._from_meta(meta, decode(parts["w"], None).arrays, judges)
+        return cls._from_meta(meta, decode(parts["w"], None).arrays, judges, config)
 
     def to_bytes(self) -> bytes:
         meta = dict(self._meta(), queued=[w.to_dict() for w in self._queued()],
@@ -557,19 +566,21 @@ class TrainerState:
         return encode(Snapshot(manifest={"trainer_state": meta}, arrays=arrays), "none").data
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "TrainerState":
+    def from_bytes(cls, blob: bytes, config: TrainerConfig | None = None) -> "TrainerState":
+        """As `from_parts`, from `to_bytes`."""
         snap = decode(blob, None)
         meta = dict(snap.manifest["trainer_state"])
         meta["queued"] = [FeatureWindow.from_dict(d) for d in meta["queued"]]
         meta["awaiting"] = [(seq, d["window_id"], FeatureWindow.from_dict(d))
                             for seq, d in meta["awaiting"]]
         judges = {k[len("judge:"):]: v for k, v in snap.arrays.items() if k.startswith("judge:")}
-        return cls._from_meta(meta, snap.arrays, judges)
+        return cls._from_meta(meta, snap.arrays, judges, config)
 
     @classmethod
-    def _from_meta(cls, meta: dict, arrays: dict, judges: dict | None = None) -> "TrainerState":
+    def _from_meta(cls, meta: dict, arrays: dict, judges: dict | None = None,
+                   config: TrainerConfig | None = None) -> "TrainerState":
         ts = cls(meta["tenant_id"], ModelConfig.from_dict(meta["model"]),
-                 TrainerConfig(**meta["config"]), meta["trainer_id"])
+                 config or TrainerConfig(**meta["config"]), meta["trainer_id"])
         ts.params = {k: arrays[k] for k in ts.model.param_names}
         ts.slots = slots_or_init(ts.model, ts.params, _slots_in(arrays), ts.config.learning_rate)
         if ts.model.standardize:

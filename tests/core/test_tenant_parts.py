@@ -92,3 +92,19 @@ def test_a_window_released_by_the_event_that_brought_it_never_reaches_the_engine
     held = {k for k in before if k.startswith("r.h/")}
     assert held and held <= set(gone)
     assert "r.h/jump" in puts  # still held: it is the newest
+
+
+def test_a_restored_tenant_takes_the_current_config_but_keeps_its_model():
+    # like the ReplayBuffer and the DriftWindow: a job restarted with a new learning rate or
+    # snapshot interval trains with them; the model (the weights' shapes) stays the saved one
+    cfg = demo_config()
+    recs = [r for r in records() if r.tenant_id == "acme"][:300]
+    p = TenantPipeline.new("acme", cfg)
+    for r in recs:
+        feed(p, r)
+    changed = cfg.with_overrides(["trainer.learning_rate=0.05", "trainer.snapshot_interval=120",
+                                  "replay.max_buffer_size=77", "model.input_width=64"])
+    back = TenantPipeline.from_parts(p.parts(), changed)
+    assert back.trainer.config == changed.trainer and back.trainer.config != p.trainer.config
+    assert back.replay.config == changed.replay
+    assert back.trainer.model == p.trainer.model and back.trainer.model.input_width != 64
