@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.lifecycle.store import by_scheme
+
 STAGES = ("staging", "shadow", "canary", "active")
 TREND_POINTS = 1000
 SCHEMA = 1
@@ -331,12 +333,7 @@ class S3DocumentStore:
 
 
 def open_documents(location: str):
-    loc = str(location)
-    if loc.startswith("gs://"):
-        return GcsDocumentStore(loc)
-    if loc.startswith("s3://"):
-        return S3DocumentStore(loc)
-    return LocalDocumentStore(loc)
+    return by_scheme(location, LocalDocumentStore, GcsDocumentStore, S3DocumentStore)
 
 
 def open_registry(location: str, clock: Callable[[], float] = time.time) -> "Registry":

@@ -263,11 +263,13 @@ class S3SnapshotStore(SnapshotStore):
         return out
 
 
+def by_scheme(location: str | os.PathLike, local, gcs, s3):
+    """`gcs(loc)` for gs://..., `s3(loc)` for s3://..., else `local(loc)`: the one place a
+    store location's scheme is read (snapshot stores, the registry document)."""
+    loc = str(location)
+    return (gcs if loc.startswith("gs://") else s3 if loc.startswith("s3://") else local)(loc)
+
+
 def open_store(location: str | os.PathLike) -> SnapshotStore:
     """The snapshot store rooted at `location`: a path, gs://bucket/prefix or s3://bucket/prefix."""
-    loc = str(location)
-    if loc.startswith("gs://"):
-        return GcsSnapshotStore(loc)
-    if loc.startswith("s3://"):
-        return S3SnapshotStore(loc)
-    return LocalSnapshotStore(loc)
+    return by_scheme(location, LocalSnapshotStore, GcsSnapshotStore, S3SnapshotStore)
