@@ -83,22 +83,46 @@ def kafka_broker(data_dir):
     binary = shutil.which("noida-db", path=str(Path(sys.executable).parent))
     assert binary, "noida-db (dev extra) is not installed"
     port = free_port()
+    # `noida-db` is a Python launcher that runs the server as its child: both go in a process
+    # group of their own, and the whole group is stopped (a signal to the launcher alone left
+    # the server running after every test session)
     proc = subprocess.Popen([binary, "start", "--host", "127.0.0.1", "--only", "kafka",
                              "--kafka-port", str(port), "--data-dir", str(data_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         wait_listening(port, proc, "noida-db")
     except AssertionError:
-        proc.kill()
+        _stop_group(proc, signal.SIGKILL)
         raise
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc, signal.SIGINT)
+
+
+def _stop_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the process group of `proc` (each member gets it), then SIGKILL whatever of it is
+    still there after 15 s."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _group_alive(proc):
+        time.sleep(0.1)
+    if _group_alive(proc):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=15)
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the launcher once it exits, so only live members count
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def gcs_env(endpoint: str) -> dict:
