@@ -104,6 +104,29 @@ class DriftConfig:
 
 
 @dataclass
+class Moments:
+    """Count, sum and sum of squares of some sub-windows' samples (exact, from their
+    sketches): a mean and a variance without merging buckets."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, sketch: QuantileSketch) -> None:
+        self.count += sketch.count
+        self.total += sketch.total
+        self.total_sq += sketch.total_sq
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+    @property
+    def variance(self) -> float:
+        return max(0.0, self.total_sq / self.count - self.mean ** 2) if self.count else float("nan")
+
+
+@dataclass
 class DriftOutput:
     scores: list[DriftScore] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
@@ -203,7 +226,7 @@ class DriftWindow:
         if cfg.rule == "relative":
             recent, level_start = self._recent(boundary)
             if not self.in_episode:
-                before = self._merged(boundary - cfg.history_ms, level_start)
+                before = self._moments(boundary - cfg.history_ms, level_start)
                 if before.count >= cfg.sample_size:
                     self.reference, self.reference_var = before.mean, before.variance
                     self.reference_count = before.count
@@ -234,21 +257,31 @@ class DriftWindow:
                                                  recovered_at=boundary))
         return out
 
-    def _recent(self, boundary: int) -> tuple[QuantileSketch, int]:
+    def _recent(self, boundary: int) -> tuple["Moments", int]:
         """The newest sub-windows before `boundary` that hold `sample_size` samples (at most the
         window), and the event time they start at: the relative rule's level, so a change shows
         before the window is full of it."""
-        merged = QuantileSketch(self.config.relative_accuracy)
+        level = Moments()
         hi = boundary // self._width
         lo = (boundary - self.config.window_duration_ms) // self._width
         idx = hi
         for idx in range(hi - 1, lo - 1, -1):
             sk = self.sub.get(idx)
             if sk is not None:
-                merged.merge(sk)
-                if merged.count >= self.config.sample_size:
+                level.add(sk)
+                if level.count >= self.config.sample_size:
                     break
-        return merged, idx * self._width
+        return level, idx * self._width
+
+    def _moments(self, start: int, end: int) -> "Moments":
+        """Count, mean and variance of the samples in [start, end): the relative rule needs no
+        quantile, so the sub-windows' buckets are not merged."""
+        lo, hi = start // self._width, end // self._width
+        m = Moments()
+        for idx, sk in self.sub.items():
+            if lo <= idx < hi:
+                m.add(sk)
+        return m
 
     def _merged(self, start: int, end: int) -> QuantileSketch:
         lo, hi = start // self._width, end // self._width
@@ -258,7 +291,7 @@ class DriftWindow:
                 merged.merge(sk)
         return merged
 
-    def _levels(self, recent: QuantileSketch, p95: float):
+    def _levels(self, recent, p95: float):
         """(the level judged, the level that raises an episode, the level that ends it)."""
         cfg = self.config
         if cfg.rule == "absolute":

@@ -26,7 +26,7 @@ MIN_VALUE = 1e-9
 
 
 class QuantileSketch:
-    __slots__ = ("alpha", "_log_gamma", "zero", "buckets", "count", "total", "max")
+    __slots__ = ("alpha", "_log_gamma", "zero", "buckets", "count", "total", "total_sq", "max")
 
     def __init__(self, alpha: float = DEFAULT_RELATIVE_ACCURACY):
         if not 0 < alpha < 1:
@@ -37,6 +37,7 @@ class QuantileSketch:
         self.buckets: dict[int, int] = {}
         self.count = 0
         self.total = 0.0
+        self.total_sq = 0.0  # the sum of squares: the variance, exactly
         self.max = 0.0
 
     def add(self, value: float) -> None:
@@ -44,6 +45,7 @@ class QuantileSketch:
             raise ValueError(f"sketch values must be finite and >= 0, got {value!r}")
         self.count += 1
         self.total += value
+        self.total_sq += value * value
         self.max = max(self.max, value)
         if value < MIN_VALUE:
             self.zero += 1
@@ -63,6 +65,7 @@ class QuantileSketch:
             self.buckets[k] = self.buckets.get(k, 0) + c
         self.count += other.count
         self.total += other.total
+        self.total_sq += other.total_sq
         self.max = max(self.max, other.max)
 
     def _value(self, k: int) -> float:
@@ -100,15 +103,13 @@ class QuantileSketch:
 
     @property
     def variance(self) -> float:
-        """The population variance around the exact mean, each value taken as its bucket's
-        representative (within `alpha` of it)."""
+        """The population variance (from the exact sum of squares)."""
         if not self.count:
             return float("nan")
-        m = self.mean
-        return (self.zero * m * m + sum(c * (min(self._value(k), self.max) - m) ** 2
-                                        for k, c in self.buckets.items())) / self.count
+        return max(0.0, self.total_sq / self.count - self.mean ** 2)
 
-    # -- bytes: header, zero count, then (bucket key, count) pairs as int32 -----------------
+    # -- bytes: header, zero count, (bucket key, count) pairs as int32, then the sum of squares
+    # (absent from sketches written before it: estimated from the buckets) ------------------
 
     _HEADER = struct.Struct("<dqqdd")
 
@@ -116,7 +117,8 @@ class QuantileSketch:
         keys = np.fromiter(self.buckets.keys(), dtype=np.int32, count=len(self.buckets))
         counts = np.fromiter(self.buckets.values(), dtype=np.int64, count=len(self.buckets))
         return (self._HEADER.pack(self.alpha, self.zero, self.count, self.total, self.max)
-                + struct.pack("<q", len(keys)) + keys.tobytes() + counts.tobytes())
+                + struct.pack("<q", len(keys)) + keys.tobytes() + counts.tobytes()
+                + struct.pack("<d", self.total_sq))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "QuantileSketch":
@@ -129,4 +131,9 @@ class QuantileSketch:
         s = cls(alpha)
         s.zero, s.count, s.total, s.max = zero, count, total, mx
         s.buckets = dict(zip(keys.tolist(), counts.tolist()))
+        end = off + 12 * n
+        if len(blob) >= end + 8:
+            (s.total_sq,) = struct.unpack_from("<d", blob, end)
+        else:
+            s.total_sq = sum(c * min(s._value(k), mx) ** 2 for k, c in s.buckets.items())
         return s

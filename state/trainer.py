@@ -296,9 +296,10 @@ class TrainerState:
     # -- internals -------------------------------------------------------------------------
 
     def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
-        self.changes.mark(f"q/{self.queue_start + self._ready_rows() + len(self.batch)}", new=True)
+        ready_rows = self._ready_rows()
+        self.changes.mark(f"q/{self.queue_start + ready_rows + len(self.batch)}", new=True)
         self.batch.append(w)
-        to_boundary = self.config.snapshot_interval - self.since_snapshot - self._ready_rows()
+        to_boundary = self.config.snapshot_interval - self.since_snapshot - ready_rows
         if len(self.batch) >= min(self.config.batch_size, to_boundary):
             self.ready.append(self.batch)
             self.batch = []
