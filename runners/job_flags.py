@@ -21,13 +21,12 @@ def load_config(path: str | None, overrides: list[str] | None = None,
     if path:
         try:
             with open(path, "rb") as f:
-                text = f.read().decode()
+                doc = tomllib.load(f)
         except OSError as e:
             raise ConfigError(f"cannot read --config {path}: {e.strerror}") from None
-        try:
-            cfg = UpmConfig.from_dict(tomllib.loads(text), cfg)
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: {e}") from None
+        cfg = UpmConfig.from_dict(doc, cfg)
     return cfg.with_overrides(overrides or ())
 
 

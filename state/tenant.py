@@ -52,23 +52,28 @@ class TenantOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     drift: DriftOutput = field(default_factory=DriftOutput)
+    trained: int = 0  # windows trained by the event (as the trainer counts them)
+    steps: int = 0  # update steps it took
 
     def counts(self) -> dict[str, int]:
         """What this output adds to the job's counters (the Flink metrics, the Beam metrics)."""
         r = self.replay
-        return {"released": len(r.released), "duplicates": len(r.duplicates),
+        return {"trained": self.trained, "steps": self.steps,
+                "released": len(r.released), "duplicates": len(r.duplicates),
                 "late": len(r.late), "gaps": len(r.gaps), "dead_letters": len(r.refused),
                 "deltas": len(self.deltas), "snapshots": len(self.snapshots),
                 "quarantines": len(self.drift.quarantines),
                 "recoveries": len(self.drift.recoveries)}
 
-    def records(self, now_ms: int):
+    def records(self, now_ms: int, shadow_deltas: bool = True):
         """(output kind, record) in the order an engine emits them; a Snapshot object's kind is
-        "snapshot" (the engine publishes it, and the publisher emits its `snapshots` record)."""
+        "snapshot" (the engine publishes it, and the publisher emits its `snapshots` record).
+        The shadow deltas (one per trained window) only with `shadow_deltas`."""
         for w, reason in self.replay.refused:
             yield "dead_letters", dead_letter(w.to_json(), reason, "replay", now_ms)
+        deltas = self.deltas if shadow_deltas else ()
         for kind, items in (("duplicates", self.replay.duplicates), ("late", self.replay.late),
-                            ("gaps", self.replay.gaps), ("shadow_deltas", self.deltas),
+                            ("gaps", self.replay.gaps), ("shadow_deltas", deltas),
                             ("snapshot", self.snapshots), ("drift_scores", self.drift.scores),
                             ("quarantines", self.drift.quarantines),
                             ("quarantines", self.drift.recoveries)):
@@ -104,43 +109,43 @@ class TenantPipeline:
     # -- events ----------------------------------------------------------------------------
 
     def on_window(self, w: FeatureWindow) -> TenantOutput:
-        out = TenantOutput()
+        out, before = TenantOutput(), self._progress()
         out.replay = self.replay.add(w)
         for r in out.replay.released:
             self._train(out, r)
-        return out
+        return self._counted(out, before)
 
     def on_feedback(self, fb: Feedback) -> TenantOutput:
-        out = TenantOutput()
+        out, before = TenantOutput(), self._progress()
         self._train(out, fb)
-        return out
+        return self._counted(out, before)
 
     def on_timer(self, time: int) -> TenantOutput:
-        out = TenantOutput()
+        out, before = TenantOutput(), self._progress()
         self._take(out, self.trainer.drain())
         self._judge(out, lambda b: self.drift.timer_time(b) <= time)
-        return out
+        return self._counted(out, before)
 
     def on_quiet(self, time: int) -> TenantOutput:
         """No window of this tenant arrived for `replay.quiet_release_ms` of processing time
         (the engine's watermark is at `time`): release what is held, so a tenant that stops
         sending does not keep its last windows untrained."""
-        out = TenantOutput()
+        out, before = TenantOutput(), self._progress()
         out.replay = self.replay.flush()
         for r in out.replay.released:
             self._train(out, r)
         self._take(out, self.trainer.drain())
         self._judge(out, lambda b: self.drift.timer_time(b) <= time)
-        return out
+        return self._counted(out, before)
 
     def end(self) -> TenantOutput:
-        out = TenantOutput()
+        out, before = TenantOutput(), self._progress()
         out.replay = self.replay.flush()
         for r in out.replay.released:
             self._train(out, r)
         self._take(out, self.trainer.flush())
         self._judge(out, lambda b: True)
-        return out
+        return self._counted(out, before)
 
     def end_stats(self) -> list[str]:
         """The `upm.tenant.stats` records an engine emits when the input ends."""
@@ -158,6 +163,14 @@ class TenantPipeline:
         return out
 
     # -- internals -------------------------------------------------------------------------
+
+    def _progress(self) -> tuple[int, int]:
+        return self.trainer.trained, self.trainer.counters["steps"]
+
+    def _counted(self, out: TenantOutput, before: tuple[int, int]) -> TenantOutput:
+        trained, steps = self._progress()
+        out.trained, out.steps = trained - before[0], steps - before[1]
+        return out
 
     def _train(self, out: TenantOutput, rec) -> None:
         ts = self.trainer

@@ -26,6 +26,10 @@ is still the one that token names: locally the document's `generation` checked u
 exclusive `flock` before an atomic rename; on GCS the object generation (`if_generation_match`);
 on S3 the ETag (`If-Match`, or `If-None-Match: *` for the first write).
 
+Code outside this module reads and changes a tenant's entry through `TenantView` (and its
+`Artifact`s), never by indexing the document: `Registry.view` to read, `tenant_view(doc, t)`
+inside an `update`.
+
 The document is written compact (no indentation): `json` encodes that in C, ten times faster
 than indented output, and every change rewrites the whole document. `upm registry` prints it.
 """

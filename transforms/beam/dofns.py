@@ -62,7 +62,7 @@ class Parse(beam.DoFn):
 
 class TenantDoFn(beam.DoFn):
     """A tenant's whole path (state/tenant.py: ReplayBuffer -> Trainer -> DriftWindow) in one
-    stateful DoFn, as the Flink job's TenantPipelineFunction: the same state machine, so the
+    stateful DoFn, as the Flink job's TenantFunction: the same state machine, so the
     same releases, versions, warm start and drift decisions. (A PCollection is unordered, so the
     ReplayBuffer's ordered releases could not reach a separate trainer step in order, nor the
     trainer's shadow deltas a separate drift step before it judged their boundary.)
@@ -107,7 +107,6 @@ class TenantDoFn(beam.DoFn):
                 final=beam.DoFn.TimerParam(FINAL)):
         tenant, (kind, rec) = element
         p = self._load(state, tenant)
-        before = _progress(p)
         if p.is_new:
             final.set(END)
         if kind == "feedback":
@@ -120,16 +119,15 @@ class TenantDoFn(beam.DoFn):
                 # Setting it again moves it: it fires only after that long without a window.
                 quiet.set(Timestamp.now() + p.replay.config.quiet_release_ms / 1000)
         self._save(state, p, tick)
-        yield from self._records(p, out, before)
+        yield from self._records(out)
 
     @on_timer(TICK)
     def on_tick(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                 state=beam.DoFn.StateParam(STATE), tick=beam.DoFn.TimerParam(TICK)):
         p = self._load(state, key)
-        before = _progress(p)
         out = p.on_timer(_ms(fired))
         self._save(state, p, tick)
-        yield from self._records(p, out, before)
+        yield from self._records(out)
 
     @on_timer(QUIET)
     def on_quiet(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE),
@@ -137,39 +135,28 @@ class TenantDoFn(beam.DoFn):
         # A processing-time timer does not know the watermark: release and train what is held,
         # and leave the drift judgements to the event-time timer set after it.
         p = self._load(state, key)
-        before = _progress(p)
         out = p.on_quiet(NEVER_DUE)
         self._save(state, p, tick)
-        yield from self._records(p, out, before)
+        yield from self._records(out)
 
     @on_timer(FINAL)
     def on_end(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         p = self._load(state, key)
-        before = _progress(p)
         out = p.end()
         state.write(p.parts())
-        yield from self._records(p, out, before)
+        yield from self._records(out)
         for stats in p.end_stats():
             yield beam.pvalue.TaggedOutput("stats", stats)
 
-    def _records(self, p: TenantPipeline, out, before: tuple[int, int]):
-        for name, was, now in zip(("trained", "steps"), before, _progress(p)):
-            if now != was:
-                self.counters[name].inc(now - was)
+    def _records(self, out):
         for name, n in out.counts().items():
             if n:
                 self.counters[name].inc(n)
-        now = int(time.time() * 1000)
-        for kind, record in out.records(now):
+        for kind, record in out.records(int(time.time() * 1000), self.emit_shadow_deltas):
             if kind == "snapshot":
                 yield record
-            elif kind != "shadow_deltas" or self.emit_shadow_deltas:
+            else:
                 yield beam.pvalue.TaggedOutput(kind, record.to_json())
-
-
-def _progress(p: TenantPipeline) -> tuple[int, int]:
-    """(windows trained, update steps) so far, to count what one call adds."""
-    return p.trainer.trained, p.trainer.counters["steps"]
 
 
 class PublishSnapshot(beam.DoFn):

@@ -98,7 +98,6 @@ class TenantFunction(KeyedProcessFunction):
                    "recoveries")}
         self.tenant_values = TenantValues(g)
         self.live: dict[str, TenantPipeline] = {}
-        self._trained: dict[str, tuple[int, int]] = {}  # per tenant, as last counted
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -117,7 +116,6 @@ class TenantFunction(KeyedProcessFunction):
                 p.before_first_record = lambda ts, t: first_record(store, ts, t)
                 p.after_snapshot = lambda ts: refresh_champion(store, ts)
             self.live[tenant] = p
-            self._trained[tenant] = (p.trainer.trained, p.trainer.counters["steps"])
         return p
 
     def _save(self, p: TenantPipeline) -> None:
@@ -186,8 +184,6 @@ class TenantFunction(KeyedProcessFunction):
             self._quiet_at[p.tenant_id] = at
 
     def _finish(self, p: TenantPipeline, out, ctx, arm: bool = True):
-        ts = p.trainer
-        before_trained, before_steps = self._trained[p.tenant_id]
         if arm:
             # Only the timers the pipeline wants now: a release timer a later window made
             # pointless (the tenant's own frontier released what it waited for) is deleted,
@@ -203,22 +199,18 @@ class TenantFunction(KeyedProcessFunction):
                 self._armed[p.tenant_id] = wanted
             self._arm_quiet(p, ctx)
         self._save(p)
-        if ts.trained != before_trained:
-            self._count("trained", ts.trained - before_trained)
-            self._count("steps", ts.counters["steps"] - before_steps)
+        if out.trained:
+            ts = p.trainer
             self.tenant_values.set(p.tenant_id, "loss_micro", ts.last_loss * 1e6)
             for name, value in ts.scores().items():  # prequential, since the start
                 if name != "n" and value is not None:
                     self.tenant_values.set(p.tenant_id, name + "_micro", value * 1e6)
-        self._trained[p.tenant_id] = (ts.trained, ts.counters["steps"])
         for name, n in out.counts().items():
             self._count(name, n)
-        for kind, rec in out.records(_now_ms()):
+        for kind, rec in out.records(_now_ms(), self.emit_shadow_deltas):
             if kind == "snapshot":
                 self.tenant_values.set(p.tenant_id, "snapshot_version", rec.manifest["version"])
                 yield rec
-                continue
-            if kind == "shadow_deltas" and not self.emit_shadow_deltas:
                 continue
             if kind == "drift_scores":
                 self.tenant_values.set(p.tenant_id, "drift_p95_micro", rec.drift_p95 * 1e6)
