@@ -92,6 +92,9 @@ def _with_gaps(tenant_id: str, windows: pa.Table, tolerance_ms: int) -> tuple[pa
 
 
 def _join_feedback(windows: pa.Table, feedback: pa.Table) -> pa.Table:
+    """The trainer's label rule (TrainerState.on_window/on_feedback) as a sorted join: a window
+    keeps its own label, else takes its first Feedback's by event time. A test holds the two
+    forms to each other."""
     if feedback.num_rows == 0:
         return windows
     fb = feedback.sort_by([("window_end", "ascending")])  # observed_at; first Feedback wins

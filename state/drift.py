@@ -193,6 +193,10 @@ class DriftWindow:
                    if (i + 1) * self._width > self.evaluated_until]
         return min(pending) if pending else None
 
+    @classmethod
+    def new(cls, tenant_id: str, config: DriftConfig = DriftConfig()) -> "DriftWindow":
+        return cls(tenant_id, config)
+
     def next_timer(self) -> int | None:
         """The event time of the next judgement's timer (the engine's surface for every core
         object)."""

@@ -1,9 +1,8 @@
 """Parse one input message (JSON text or bytes) into a FeatureWindow or a Feedback, or a reason.
 
 Never raises, whatever the bytes: `parse_message` returns `Parsed(record=None, reason=...)` with
-a reason that starts with a stable class name (`bad_json:`, `missing_field:`, `bad_timestamp:`,
-`not_finite:`, `wrong_type:`, `unsafe_tenant_id:`, `oversized:`, and `internal:` naming the
-exception type for anything unforeseen), so dead letters can be counted per class.
+a reason from state/reasons.py (a stable class name first, and `internal:` naming the exception
+type for anything unforeseen), so dead letters can be counted per class.
 
 Limits: numbers must fit a float64 (a 401-digit integer is `not_finite`); JSON nesting deeper than
 MAX_DEPTH is `oversized`; timestamps must lie in [MIN_TIME_MS, MAX_TIME_MS] (1973-03-03 to
@@ -15,19 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 
+from state import reasons
+from state.reasons import (DEFAULT_MAX_FEATURES, DEFAULT_TENANT, MAX_DEPTH,  # noqa: F401
+                           MAX_ID_LENGTH, MAX_MESSAGE_BYTES, MAX_TIME_MS, MIN_TIME_MS,
+                           TENANT_ID_RE, reason_class)
 from state.records import DeadLetter, FeatureWindow, Feedback, rfc3339_to_ms
-
-DEFAULT_TENANT = "default"
-TENANT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_MESSAGE_BYTES = 1 << 20
-DEFAULT_MAX_FEATURES = 4096
-MAX_ID_LENGTH = 256
-MAX_DEPTH = 64
-MIN_TIME_MS = 100_000_000_000  # 1973-03-03T09:46:40Z: below it, epoch seconds are likelier
-MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 
 @dataclass(frozen=True)
@@ -48,72 +41,71 @@ def _tenant(value) -> str:
     if value is None:
         return DEFAULT_TENANT
     if not isinstance(value, str):
-        raise _Bad(f"wrong_type: tenant_id must be a string or null, got {type(value).__name__}")
-    if not TENANT_ID_RE.fullmatch(value) or value in (".", ".."):
-        raise _Bad(f"unsafe_tenant_id: {value[:64]!r} is not [A-Za-z0-9._-]{{1,128}}")
+        raise _Bad(reasons.wrong_type(
+            "tenant_id", f"must be a string or null, got {type(value).__name__}"))
+    if not reasons.is_safe_tenant(value):
+        raise _Bad(reasons.unsafe_tenant(value))
     return value
 
 
 def _id(d: dict, name: str) -> str:
     if name not in d:
-        raise _Bad(f"missing_field: {name}")
+        raise _Bad(reasons.missing(name))
     v = d[name]
     if not isinstance(v, str) or not v:
-        raise _Bad(f"wrong_type: {name} must be a non-empty string")
+        raise _Bad(reasons.empty_id(name))
     if len(v) > MAX_ID_LENGTH:
-        raise _Bad(f"oversized: {name} longer than {MAX_ID_LENGTH}")
+        raise _Bad(reasons.long_id(name))
     return v
 
 
 def _time(d: dict, name: str) -> int:
     if name not in d:
-        raise _Bad(f"missing_field: {name}")
+        raise _Bad(reasons.missing(name))
     v = d[name]
+    not_a_time = reasons.wrong_type(name, "must be an RFC 3339 string or epoch milliseconds")
     if isinstance(v, bool):
-        raise _Bad(f"wrong_type: {name} must be an RFC 3339 string or epoch milliseconds")
+        raise _Bad(not_a_time)
     if isinstance(v, (int, float)):
         if isinstance(v, float) and not math.isfinite(v):
             raise _Bad(f"bad_timestamp: {name} is not finite")
         ms = int(v)
-        if MIN_TIME_MS // 1000 <= ms < MAX_TIME_MS // 1000:
-            raise _Bad(f"bad_timestamp: {name}={repr(v)[:32]} looks like epoch seconds; "
-                       "the contract is epoch milliseconds")
-        return _in_range(name, ms, repr(v)[:32])
+        return _checked(ms, reasons.epoch_ms(name, ms, repr(v)[:32]))
     if isinstance(v, str):
         try:
             ms = rfc3339_to_ms(v)
         except (ValueError, OverflowError) as e:
             raise _Bad(f"bad_timestamp: {name}={v[:64]!r} ({str(e)[:120]})") from None
-        return _in_range(name, ms, repr(v[:64]))
-    raise _Bad(f"wrong_type: {name} must be an RFC 3339 string or epoch milliseconds")
+        return _checked(ms, reasons.time_range(name, ms, repr(v[:64])))
+    raise _Bad(not_a_time)
 
 
-def _in_range(name: str, ms: int, shown: str) -> int:
-    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
-        raise _Bad(f"bad_timestamp: {name}={shown} is outside 1973-03-03..2100-01-01 UTC")
+def _checked(ms: int, reason: str | None) -> int:
+    if reason:
+        raise _Bad(reason)
     return ms
 
 
 def _number(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _Bad(f"wrong_type: {name} must be a number, got {type(v).__name__}")
+        raise _Bad(reasons.wrong_type(name, f"must be a number, got {type(v).__name__}"))
     try:
         f = float(v)
     except OverflowError:
-        raise _Bad(f"not_finite: {name} is outside the float64 range") from None
+        raise _Bad(reasons.not_finite(f"{name} is outside the float64 range")) from None
     if not math.isfinite(f):
-        raise _Bad(f"not_finite: {name}")
+        raise _Bad(reasons.not_finite(name))
     return f
 
 
 def _features(d: dict, max_features: int) -> dict[str, float]:
     if "features" not in d:
-        raise _Bad("missing_field: features")
+        raise _Bad(reasons.missing("features"))
     feats = d["features"]
     if not isinstance(feats, dict):
-        raise _Bad("wrong_type: features must be an object of name -> number")
+        raise _Bad(reasons.wrong_type("features", "must be an object of name -> number"))
     if len(feats) > max_features:
-        raise _Bad(f"oversized: {len(feats)} features > max {max_features}")
+        raise _Bad(reasons.too_many_features(len(feats), max_features))
     return {k: _number(v, f"features.{k[:64]}") for k, v in feats.items()}
 
 
@@ -122,13 +114,13 @@ def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
     window_id = _id(d, "window_id")
     if "features" not in d and "observed_at" in d:
         if "label" not in d or d["label"] is None:
-            raise _Bad("missing_field: label")
+            raise _Bad(reasons.missing("label"))
         return Feedback(window_id=window_id, tenant_id=tenant, label=_number(d["label"], "label"),
                         observed_at=_time(d, "observed_at"))
     start = _time(d, "window_start")
     end = _time(d, "window_end")
     if end < start:
-        raise _Bad(f"bad_timestamp: window_end before window_start ({end} < {start})")
+        raise _Bad(reasons.end_before_start(end, start))
     feats = _features(d, max_features)
     label = d.get("label")
     return FeatureWindow(window_id=window_id, tenant_id=tenant, window_start=start, window_end=end,
@@ -192,7 +184,7 @@ def _nesting_depth(raw) -> int:
 
 
 def _reject_constant(name: str):
-    raise _Bad(f"not_finite: JSON constant {name}")
+    raise _Bad(reasons.not_finite(f"JSON constant {name}"))
 
 
 # One decoder for every message: `json.loads(raw, parse_constant=...)` builds a new one per call.
@@ -214,7 +206,7 @@ def dead_letter(raw: str | bytes, reason: str, source: str, received_at: int) ->
         t = obj.get("tenant_id") if isinstance(obj, dict) else None
         if t is None and isinstance(obj, dict) and "tenant_id" in obj:
             tenant = DEFAULT_TENANT
-        elif isinstance(t, str) and TENANT_ID_RE.fullmatch(t) and t not in (".", ".."):
+        elif isinstance(t, str) and reasons.is_safe_tenant(t):
             tenant = t
     except Exception:  # the raw text is kept either way; only the tenant is unknown
         pass
@@ -226,7 +218,3 @@ def last_resort_dead_letter(raw, error: Exception, source: str, received_at: int
     """The dead letter of a message whose handling raised: an engine's guard around parsing."""
     return DeadLetter(raw=repr(raw)[:65536], reason=f"internal: {type(error).__name__}: "
                       f"{str(error)[:200]}", source=source, received_at=received_at)
-
-
-def reason_class(reason: str) -> str:
-    return reason.split(":", 1)[0]

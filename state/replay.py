@@ -151,6 +151,10 @@ class ReplayBuffer:
             out.extend(self._release_one())
         return out
 
+    @classmethod
+    def new(cls, tenant_id: str, config: ReplayConfig = ReplayConfig()) -> "ReplayBuffer":
+        return cls(tenant_id, config)
+
     def next_timer(self) -> int | None:
         """None: releases follow the tenant's own arrivals, never an event-time timer (the
         engine's surface for every core object; quiet release is processing time)."""
@@ -235,6 +239,10 @@ class ReplayBuffer:
         """Every part (what an engine holds after all changes were drained)."""
         keys = ["m"] + ["h/" + i for i in self._held_ids] + ["s/" + i for i in self._seen]
         return {k: self.encode_part(k) for k in keys}
+
+    @staticmethod
+    def tenant_of(parts: dict[str, bytes]) -> str:
+        return pickle.loads(parts["m"])["tenant_id"]
 
     @classmethod
     def from_parts(cls, parts: dict[str, bytes], config: ReplayConfig = ReplayConfig()

@@ -26,6 +26,7 @@ the pipeline from every part an engine holds.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,8 +99,9 @@ class TenantPipeline:
     @classmethod
     def new(cls, tenant_id: str, config: UpmConfig) -> "TenantPipeline":
         c = config.for_tenant(tenant_id)
-        return cls(ReplayBuffer(tenant_id, c.replay), TrainerState(tenant_id, c.model, c.trainer),
-                   DriftWindow(tenant_id, c.drift))
+        return cls(ReplayBuffer.new(tenant_id, c.replay),
+                   TrainerState.new(tenant_id, c.trainer, c.model),
+                   DriftWindow.new(tenant_id, c.drift))
 
     @property
     def is_new(self) -> bool:
@@ -162,6 +164,9 @@ class TenantPipeline:
             out.append(self.drift.timer_time(min(self._pending)))
         return out
 
+    def next_timer(self) -> int | None:
+        return min(self.timers(), default=None)
+
     # -- internals -------------------------------------------------------------------------
 
     def _progress(self) -> tuple[int, int]:
@@ -204,11 +209,11 @@ class TenantPipeline:
 
     # -- engine state ----------------------------------------------------------------------
 
-    def drain_changes(self) -> tuple[dict[str, bytes], list[str]]:
+    def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
         puts: dict[str, bytes] = {}
         gone: list[str] = []
-        for prefix, part in (("r.", self.replay), ("t.", self.trainer), ("d.", self.drift)):
-            p, g = part.drain_changes(prefix)
+        for name, part in (("r.", self.replay), ("t.", self.trainer), ("d.", self.drift)):
+            p, g = part.drain_changes(prefix + name)
             puts.update(p)
             gone += g
         return puts, gone
@@ -219,15 +224,21 @@ class TenantPipeline:
             out.update({prefix + k: v for k, v in part.parts().items()})
         return out
 
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self.parts(), 5)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: UpmConfig) -> "TenantPipeline":
+        return cls.from_parts(pickle.loads(blob), config)
+
     @classmethod
     def from_parts(cls, parts: dict[str, bytes], config: UpmConfig) -> "TenantPipeline":
         split: dict[str, dict[str, bytes]] = {"r.": {}, "t.": {}, "d.": {}}
         for k, v in parts.items():
             split[k[:2]][k[2:]] = v
-        rb = ReplayBuffer.from_parts(split["r."])
-        c = config.for_tenant(rb.tenant_id)
-        rb.config = c.replay
-        p = cls(rb, TrainerState.from_parts(split["t."], c.trainer),
+        c = config.for_tenant(ReplayBuffer.tenant_of(split["r."]))
+        p = cls(ReplayBuffer.from_parts(split["r."], c.replay),
+                TrainerState.from_parts(split["t."], c.trainer),
                 DriftWindow.from_parts(split["d."], c.drift))
         p._pending = {(i + 1) * p.drift.config.evaluation_interval_ms for i in p.drift.sub
                       if (i + 1) * p.drift.config.evaluation_interval_ms > p.drift.evaluated_until}

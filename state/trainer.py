@@ -254,6 +254,12 @@ class TrainerState:
 
     # -- queries ---------------------------------------------------------------------------
 
+    @classmethod
+    def new(cls, tenant_id: str, config: TrainerConfig = TrainerConfig(),
+            model: ModelConfig = ModelConfig()) -> "TrainerState":
+        """A trainer with fresh weights of the shapes `model` gives (restores keep theirs)."""
+        return cls(tenant_id, model, config)
+
     def next_timer(self) -> int | None:
         """The event time this trainer wants a timer at (the engine's surface for every core
         object): `next_drain_time`."""

@@ -32,8 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from state.parse import (DEFAULT_MAX_FEATURES, DEFAULT_TENANT, MAX_ID_LENGTH, TENANT_ID_RE,
-                         parse_message)
+from state import reasons
+from state.parse import parse_message
+from state.reasons import (DEFAULT_MAX_FEATURES, DEFAULT_TENANT, MAX_ID_LENGTH, MAX_TIME_MS,
+                           MIN_TIME_MS)
 from state.records import Feedback
 
 SCHEMA = pa.schema([
@@ -132,10 +134,10 @@ def from_tf_examples(batch: pa.RecordBatch, max_features: int = DEFAULT_MAX_FEAT
         col = column(name)
         lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0))
         for i in np.flatnonzero(lengths > 1):
-            _first_error(errors, i, f"wrong_type: {name} must have exactly one value")
+            _first_error(errors, i, reasons.wrong_type(name, "must have exactly one value"))
         if required:
             for i in np.flatnonzero(lengths == 0):
-                _first_error(errors, i, f"missing_field: {name}")
+                _first_error(errors, i, reasons.missing(name))
         flat = pc.list_flatten(col)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         if len(flat) == 0:
@@ -150,7 +152,8 @@ def from_tf_examples(batch: pa.RecordBatch, max_features: int = DEFAULT_MAX_FEAT
     n_names = np.asarray(pc.fill_null(pc.list_value_length(fnames), 0))
     n_values = np.asarray(pc.fill_null(pc.list_value_length(fvalues), 0))
     for i in np.flatnonzero(n_names != n_values):
-        _first_error(errors, i, "wrong_type: feature_names and feature_values differ in length")
+        _first_error(errors, i, reasons.wrong_type("feature_names and feature_values",
+                                                   "differ in length"))
     offsets = np.concatenate([[0], np.cumsum(np.where(n_names == n_values, n_names, 0))])
     keep = pa.array(n_names == n_values)
     names = pc.list_flatten(pc.if_else(keep, fnames, pa.nulls(n, fnames.type)))
@@ -175,37 +178,36 @@ class _Columns:
         n = len(errors)
         tenant = np.array([DEFAULT_TENANT if t is None else t for t in self.tenant], dtype=object)
         for i, t in enumerate(tenant):
-            if not TENANT_ID_RE.fullmatch(t) or t in (".", ".."):
-                _first_error(errors, i,
-                             f"unsafe_tenant_id: {t[:64]!r} is not [A-Za-z0-9._-]{{1,128}}")
+            if not reasons.is_safe_tenant(t):
+                _first_error(errors, i, reasons.unsafe_tenant(t))
         for i, w in enumerate(self.window_id):
             if w is None:
-                _first_error(errors, i, "missing_field: window_id")
+                _first_error(errors, i, reasons.missing("window_id"))
             elif not w:
-                _first_error(errors, i, "wrong_type: window_id must be a non-empty string")
+                _first_error(errors, i, reasons.empty_id("window_id"))
             elif len(w) > MAX_ID_LENGTH:
-                _first_error(errors, i, f"oversized: window_id longer than {MAX_ID_LENGTH}")
+                _first_error(errors, i, reasons.long_id("window_id"))
         for name, (ms, valid) in (("window_start", self.start), ("window_end", self.end)):
             for i in np.flatnonzero(~valid):
-                _first_error(errors, i, f"missing_field: {name}")
-            for i in np.flatnonzero(valid & (ms < 0)):
-                _first_error(errors, i, f"bad_timestamp: {name}={int(ms[i])}")
+                _first_error(errors, i, reasons.missing(name))
+            for i in np.flatnonzero(valid & ((ms < MIN_TIME_MS) | (ms > MAX_TIME_MS))):
+                _first_error(errors, i, reasons.epoch_ms(name, int(ms[i]), str(int(ms[i]))))
         both = self.start[1] & self.end[1]
         for i in np.flatnonzero(both & (self.end[0] < self.start[0])):
-            _first_error(errors, i, "bad_timestamp: window_end before window_start "
-                                    f"({int(self.end[0][i])} < {int(self.start[0][i])})")
+            _first_error(errors, i, reasons.end_before_start(int(self.end[0][i]),
+                                                             int(self.start[0][i])))
         for i in np.flatnonzero(~self.features_valid):
-            _first_error(errors, i, "missing_field: features")
+            _first_error(errors, i, reasons.missing("features"))
         counts = np.diff(self.offsets)
         for i in np.flatnonzero(counts > max_features):
-            _first_error(errors, i, f"oversized: {counts[i]} features > max {max_features}")
+            _first_error(errors, i, reasons.too_many_features(int(counts[i]), max_features))
         values, values_valid = self.values
         bad_value = ~(values_valid & np.isfinite(np.where(values_valid, values, 0.0)))
         for i in np.unique(np.searchsorted(self.offsets, np.flatnonzero(bad_value), "right") - 1):
-            _first_error(errors, i, "not_finite: features (a null, NaN or infinite value)")
+            _first_error(errors, i, reasons.not_finite("features (a null, NaN or infinite value)"))
         label, label_valid = self.label
         for i in np.flatnonzero(label_valid & ~np.isfinite(np.where(label_valid, label, 0.0))):
-            _first_error(errors, i, "not_finite: label")
+            _first_error(errors, i, reasons.not_finite("label"))
         ok = np.array([e is None for e in errors], bool)
         return pa.RecordBatch.from_pydict({
             "tenant_id": pa.array(np.where(ok, tenant, None), pa.string()),

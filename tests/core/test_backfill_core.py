@@ -6,10 +6,13 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from model.hashing import FeatureHasher
 from model.network import ModelConfig
 from state import backfill, window_table
+from state.parse import parse_message
 from state.records import FeatureWindow, arrow_schema, to_arrow_row
 from state.trainer import TrainerConfig, TrainerState
 
@@ -120,8 +123,8 @@ def test_tf_example_rows_are_checked_like_messages():
     batch = pa.RecordBatch.from_pydict({
         "window_id": lst([[b"a"], [b"b", b"c"], [b"d"], [b"e"]], pa.large_binary()),
         "tenant_id": lst([[b"acme"], [b"acme"], None, [b"acme"]], pa.large_binary()),
-        "window_start": lst([[1], [1], [1], [1]], pa.int64()),
-        "window_end": lst([[2], [2], [2], None], pa.int64()),
+        "window_start": lst([[T0], [T0], [T0], [T0]], pa.int64()),
+        "window_end": lst([[T0 + 1], [T0 + 1], [T0 + 1], None], pa.int64()),
         "label": lst([[0.5], None, None, [1.0]], pa.float32()),
         "feature_names": lst([[b"x", b"y"], [b"x"], [b"x"], [b"x"]], pa.large_binary()),
         "feature_values": lst([[1.0, 2.0], [1.0], [1.0, 2.0], [1.0]], pa.float32()),
@@ -133,6 +136,23 @@ def test_tf_example_rows_are_checked_like_messages():
     assert out[1]["error"].startswith("wrong_type: window_id")
     assert out[2]["error"].startswith("wrong_type: feature_names and feature_values")
     assert out[3]["error"] == "missing_field: window_end"
+
+
+def test_a_bad_row_gets_the_reason_its_message_gets():
+    """One text per rule (state/reasons.py): the columnar checks and the parser agree, word for
+    word, on the rows both can express."""
+    good = to_arrow_row(windows(1)[0])
+    bad = [{**good, "window_id": None}, {**good, "window_id": ""}, {**good, "window_id": "w" * 300},
+           {**good, "tenant_id": "no/slash"}, {**good, "window_start": good["window_end"] + 1},
+           {**good, "window_start": 1_700_000_000}, {**good, "window_end": 5_000_000_000_000},
+           {**good, "features": [(f"f{i}", 1.0) for i in range(5)]},
+           {**good, "label": float("inf")}]
+    table = window_table.from_parquet(parquet_batch(bad), max_features=4).to_pylist()
+    for row, got in zip(bad, table):
+        message = {k: v for k, v in row.items() if v is not None or k == "tenant_id"}
+        message["features"] = dict(row["features"])
+        text = json.dumps(message).replace("Infinity", "1e309")  # a number JSON reads as inf
+        assert got["error"] == parse_message(text, 4).reason, (row, got["error"])
 
 
 def table_of(ws, feedback=()):
@@ -162,6 +182,33 @@ def test_prepare_orders_dedupes_joins_feedback_and_accounts():
     assert ids == sorted(ids) and "w00011" in ids
     assert prep.rows.column("label").to_pylist()[ids.index("w00011")] == 2.0
     assert [(g.before_window_id, g.after_window_id) for g in prep.gaps] == [("w00014", "w00016")]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.booleans(), min_size=1, max_size=12),
+       st.lists(st.tuples(st.integers(0, 14), st.integers(-5, 30), st.floats(-3, 3)),
+                max_size=20))
+def test_the_feedback_join_is_the_streaming_trainers_rule(labeled, feedback):
+    """One rule in two forms: a window keeps its own label, else takes its first Feedback's
+    (by event time); the trainer does it as events arrive (bounded), the backfill as a sorted
+    join. In event-time order and within the trainer's bounds, both give the same labels."""
+    ws = [w if keep else w.with_label(None) for w, keep in zip(windows(len(labeled)), labeled)]
+    fbs = [{"window_id": f"w{i:05d}", "tenant_id": "acme", "label": label,
+            "observed_at": T0 + t * 1000 + 500} for i, t, label in feedback]
+    joined = backfill._join_feedback(table_of(ws).filter(pa.array([True] * len(ws))),
+                                     table_of([], fbs))
+    batch = dict(zip(joined.column("window_id").to_pylist(), joined.column("label").to_pylist()))
+    ts = TrainerState("acme", ModelConfig(input_width=16), TrainerConfig(batch_size=1))
+    events = sorted([(w.window_end, 0, w) for w in ws] +
+                    [(f["observed_at"], 1, parse_message(json.dumps(f)).record) for f in fbs],
+                    key=lambda e: e[:2])
+    trained = {}
+    for _, is_fb, rec in events:
+        out = ts.on_feedback(rec) if is_fb else ts.on_window(rec)
+        for o in (out, ts.drain()):
+            trained.update({d.prediction_id: d.ground_truth for d in o.deltas})
+    trained.update({d.prediction_id: d.ground_truth for d in ts.flush().deltas})
+    assert trained == {w: v for w, v in batch.items() if v is not None}
 
 
 def test_train_reports_drift_of_each_snapshots_predictions():

@@ -108,3 +108,27 @@ def test_a_restored_tenant_takes_the_current_config_but_keeps_its_model():
     assert back.trainer.config == changed.trainer and back.trainer.config != p.trainer.config
     assert back.replay.config == changed.replay
     assert back.trainer.model == p.trainer.model and back.trainer.model.input_width != 64
+
+
+def test_every_core_object_has_the_one_surface():
+    """new / parts / from_parts / to_bytes / from_bytes / drain_changes / next_timer, each
+    restore taking the current config: the pipeline and each of its three machines, after
+    real input, restore by either route to an object that goes on as the original does."""
+    cfg = demo_config()
+    mine = [rec for rec in records() if rec.tenant_id == "acme"]
+    p = TenantPipeline.new("acme", cfg)
+    for rec in mine[:300]:
+        feed(p, rec)
+    p.drain_changes()
+    c = cfg.for_tenant("acme")
+    for obj, config in ((p, cfg), (p.replay, c.replay), (p.trainer, c.trainer),
+                        (p.drift, c.drift)):
+        cls = type(obj)
+        assert isinstance(cls.new("acme", config), cls)
+        for back in (cls.from_parts(obj.parts(), config), cls.from_bytes(obj.to_bytes(), config)):
+            assert back.parts().keys() == obj.parts().keys(), cls.__name__
+            assert back.next_timer() == obj.next_timer(), cls.__name__
+        assert obj.drain_changes("x.") == ({}, []), cls.__name__  # all drained above
+    backs = [TenantPipeline.from_parts(p.parts(), cfg), TenantPipeline.from_bytes(p.to_bytes(), cfg)]
+    runs = [summary([feed(q, rec) for rec in mine[300:]] + [q.end()]) for q in [p] + backs]
+    assert runs[0][0] and runs[0] == runs[1] == runs[2]
