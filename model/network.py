@@ -146,6 +146,21 @@ def _ftrl_penalty(cfg: ModelConfig, name: str) -> tuple[float, float]:
     return (0.0, 0.0) if name.startswith("b") else (cfg.ftrl_l1, cfg.ftrl_l2)
 
 
+def forward_pass(head: str, params: list, x):
+    """(prediction, logit, embedding) of standardized rows x: the model, in TensorFlow ops, as
+    the trainer steps it and an exported graph serves it. `params` in `param_names` order."""
+    import tensorflow as tf
+
+    if head == "mlp":
+        h = tf.nn.relu(tf.matmul(x, params[0]) + params[1])
+        z = tf.matmul(h, params[2]) + params[3]
+    else:
+        h = x
+        z = tf.matmul(x, params[0]) + params[1]
+    z = tf.squeeze(z, axis=1)
+    return (tf.sigmoid(z) if head == "logistic" else z), z, h
+
+
 class Learner:
     """Compiled predict and update steps for one ModelConfig; shared by all tenants."""
 
@@ -160,14 +175,7 @@ class Learner:
         head = cfg.head
 
         def forward(params, x):
-            if head == "mlp":
-                h = tf.nn.relu(tf.matmul(x, params[0]) + params[1])
-                z = tf.matmul(h, params[2]) + params[3]
-            else:
-                h = x
-                z = tf.matmul(x, params[0]) + params[1]
-            z = tf.squeeze(z, axis=1)
-            return (tf.sigmoid(z) if head == "logistic" else z), z, h
+            return forward_pass(head, params, x)
 
         def loss_fn(params, x, y):
             pred, z, _ = forward(params, x)

@@ -1,4 +1,4 @@
-"""`upm registry|promote|rollback|retention|status|keys`: governance from the command line.
+"""`upm registry|promote|rollback|retention|status|keys|export`: governance from the command line.
 
 Every command takes `--store PATH` (default ./upm-data): the store root holding `snapshots/`,
 `registry/models.json` and `events/governance.jsonl`.
@@ -277,6 +277,21 @@ def plot_status(views: dict[str, TenantView], path: str) -> None:
     plt.close(fig)
 
 
+def cmd_export(args) -> int:
+    from model.lifecycle.export import ExportError, export_saved_model
+
+    store, registry = _open(args)
+    try:
+        m = export_saved_model(registry, store, Verifier.from_env(), args.tenant, args.directory,
+                               stage=args.stage, snapshot_id=args.snapshot)
+    except ExportError as e:
+        raise UserError(str(e), exit_code=1) from None
+    print(f"exported {m['snapshot_id']} (v{m['version']}, sha256 {m['snapshot_sha256'][:12]}…, "
+          f"signed by {m['signed_by']}) as a SavedModel in {args.directory}; signature "
+          f"{m['signature_def']['name']}: feature_names, feature_values -> prediction, embedding")
+    return 0
+
+
 def cmd_keys(args) -> int:
     priv, pub = generate_keypair(args.dir, args.name)
     print(f"private key {priv} (set UPM_SIGNING_KEY_FILE for the job)")
@@ -338,6 +353,20 @@ def add_commands(sub) -> None:
     s = store(sub.add_parser("status", help="stages, freshness, drift, quarantines, adoption"))
     s.add_argument("--plot", metavar="FILE.png")
     s.set_defaults(func=cmd_status)
+
+    e = store(sub.add_parser(
+        "export", help="a verified snapshot as a TensorFlow SavedModel that takes raw features",
+        description="Checks the snapshot as promotion does (sha256, a trusted signature: "
+        "UPM_VERIFY_KEYS / UPM_VERIFY_KEY_FILES) and writes a SavedModel whose serving_default "
+        "takes feature_names [batch, k] (string, '' pads) and feature_values [batch, k] "
+        "(float64), with assets.extra/upm-export.json listing its source and its files' sha256."))
+    e.add_argument("--tenant", required=True)
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stage", choices=STAGES, help="the snapshot this stage points to")
+    which.add_argument("--snapshot", help="a snapshot id")
+    e.add_argument("--format", choices=("saved_model",), default="saved_model")
+    e.add_argument("directory", help="a new (or empty) directory to write")
+    e.set_defaults(func=cmd_export)
 
     k = sub.add_parser("keys", help="generate an Ed25519 signing key pair")
     k.add_argument("--dir", default="./upm-keys")
