@@ -4,21 +4,21 @@ FLINK := .venv-flink
 BEAM := .venv-beam
 PIP_PIN := pip==24.3.1
 
-.PHONY: run test test-core test-flink flink-env beam-env bench bench-backfill bench-freshness clean
+.PHONY: run test test-core test-flink flink-env beam-env prometheus bench bench-backfill bench-freshness clean
 
 run: flink-env
 	$(FLINK)/bin/upm run --fresh
 
-test: flink-env beam-env
+test: flink-env beam-env prometheus
 	$(BEAM)/bin/python -m pytest -q tests/core
 	$(BEAM)/bin/python -m pytest -q tests/beam
 	$(FLINK)/bin/python -m pytest -q tests/core
 	$(FLINK)/bin/python -m pytest -q tests/flink
 
-test-core: flink-env
+test-core: flink-env prometheus
 	$(FLINK)/bin/python -m pytest -q tests/core
 
-test-flink: flink-env
+test-flink: flink-env prometheus
 	$(FLINK)/bin/python -m pytest -q tests/flink
 
 bench: flink-env beam-env
@@ -35,6 +35,15 @@ bench-freshness: flink-env
 
 flink-env: $(FLINK)/.installed
 beam-env: $(BEAM)/.installed
+
+# The Prometheus server and promtool (`upm flink up --prometheus`, the monitoring tests): the
+# one on PATH, else Debian's package (a server binary, not a Python package, so not in a venv).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends prometheus || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }; }
 
 # The Flink Kafka connector is not in PyFlink's package: fetch_jars takes the two jars from a
 # pinned PyPI redistribution of the Apache jars and checks transforms/flink/kafka-jars.sha256.

@@ -28,3 +28,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_range(n: int) -> str:
+    """`a-b`: n consecutive free ports (a Flink reporter range: each JobManager and TaskManager
+    takes the next free port of it)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        start = rng.randrange(LOW, HIGH - n)
+        socks = []
+        try:
+            for p in range(start, start + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return f"{start}-{start + n - 1}"
+    raise OSError(f"no {n} consecutive free ports in {LOW}-{HIGH}")

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_commands(sub)
     from runners.backfill_cli import add_commands as add_backfill_commands
     add_backfill_commands(sub)
+    from runners.adapter_service import add_commands as add_adapter_commands
+    add_adapter_commands(sub)
     return p
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 from runners import flink_cluster as fc
+from runners.errors import UserError
 from runners.job_flags import add_job_arguments, job_options
 
 
@@ -18,6 +19,13 @@ def _spec(args) -> fc.ClusterSpec:
                           taskmanagers=getattr(args, "taskmanagers", 1))
 
 
+def _prometheus_spec(args, spec: fc.ClusterSpec):
+    from runners.monitoring.local_prometheus import PrometheusSpec
+    return PrometheusSpec(store=args.store, port=args.prometheus_port,
+                          flink_ports=spec.prometheus_ports, extra_targets=tuple(args.scrape),
+                          scrape_interval=args.scrape_interval)
+
+
 def cmd_flink(args) -> int:
     spec = _spec(args)
     if args.action == "up":
@@ -25,7 +33,17 @@ def cmd_flink(args) -> int:
         print(f"Flink {ov.get('flink-version')} up: web UI {spec.rest}/  "
               f"{ov['taskmanagers']} TaskManager(s), {ov['slots-total']} slots; "
               f"config {spec.dir / 'conf' / 'config.yaml'}")
+        if args.prometheus:
+            from runners.monitoring import local_prometheus as lp
+            try:
+                url = lp.up(_prometheus_spec(args, spec))
+            except lp.PrometheusError as e:
+                raise UserError(str(e), exit_code=1) from None
+            print(f"Prometheus up: {url}/alerts  scraping {spec.prometheus_ports}"
+                  + "".join(f", {t}" for t in args.scrape))
     elif args.action == "down":
+        from runners.monitoring import local_prometheus as lp
+        lp.down(_prometheus_spec(args, spec))
         fc.down(spec)
         print("Flink cluster stopped")
     else:
@@ -106,6 +124,13 @@ def add_commands(sub) -> None:
     f.add_argument("--rpc-port", type=int, default=6123)
     f.add_argument("--slots", type=int, default=4)
     f.add_argument("--taskmanagers", type=int, default=1)
+    f.add_argument("--prometheus", action="store_true",
+                   help="up: also start a Prometheus server (127.0.0.1) scraping the cluster, "
+                   "with UPM Stream's recording and alert rules")
+    f.add_argument("--prometheus-port", type=int, default=9090)
+    f.add_argument("--scrape", action="append", default=[], metavar="HOST:PORT",
+                   help="another target for that Prometheus (e.g. `upm adapter --metrics-port`)")
+    f.add_argument("--scrape-interval", default="15s")
     f.set_defaults(func=cmd_flink)
 
     for name, helptext in (("submit", "submit the streaming job to the cluster (detached)"),

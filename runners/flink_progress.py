@@ -16,19 +16,26 @@ def rest_get(base: str, path: str, timeout: float = 2.0):
 
 
 def upm_counters(base: str, job_id: str) -> dict[str, int]:
-    """Sum of every `upm.<name>` operator metric over all vertices and subtasks."""
+    """Sum of every `upm.<name>_total` operator counter over all vertices and subtasks, by
+    `<name>`."""
     totals: dict[str, int] = {}
     job = rest_get(base, f"/jobs/{job_id}")
     for v in job.get("vertices", []):
         path = f"/jobs/{job_id}/vertices/{v['id']}/subtasks/metrics"
         ids = [m["id"] for m in rest_get(base, path)]
-        wanted = [i for i in ids if ".upm." in i and i.rsplit(".", 1)[-1] in PROGRESS_METRICS]
+        wanted = [i for i in ids if ".upm." in i and ".upm.tenant." not in i
+                  and _base_name(i) in PROGRESS_METRICS]
         if not wanted:
             continue
         for m in rest_get(base, path + "?agg=sum&get=" + ",".join(wanted)):
-            name = m["id"].rsplit(".", 1)[-1]
+            name = _base_name(m["id"])
             totals[name] = totals.get(name, 0) + int(float(m.get("sum", 0)))
     return totals
+
+
+def _base_name(metric_id: str) -> str:
+    """`0.Tenant.upm.windows_in_total` -> `windows_in` (counters carry Prometheus' suffix)."""
+    return metric_id.rsplit(".", 1)[-1].removesuffix("_total")
 
 
 def job_state(base: str, job_id: str) -> str | None:

@@ -197,8 +197,7 @@ def cmd_status(args) -> int:
                     print(f"   v{a.version} vs active {ch['champion_snapshot_id']} "
                           f"on the same {ch['candidate'].get('n')} windows: {m} "
                           f"{_num(ch['candidate'].get(m))} vs {_num(ch['champion'].get(m))}")
-        q = [h for h in e.history if h["action"] == "quarantine"][-3:]
-        for h in q:
+        for h in quarantines(e)[-3:]:
             print(f"   quarantine {_when(h['timestamp'])} {h['artifact_id']}: {h['reason']}")
         if e.quarantine:
             print(f"   QUARANTINED: {e.quarantine['drift_window_id']} "
@@ -208,7 +207,7 @@ def cmd_status(args) -> int:
                   f"(v{rep.get('version')}), failures {rep.get('failures', 0)}"
                   f"{', last error ' + rep['last_error'] if rep.get('last_error') else ''}")
     if args.plot:
-        plot_status(views, args.plot)
+        plot_status(views, args.plot, now)
         print(f"plot written to {args.plot}")
     return 0
 
@@ -221,10 +220,40 @@ def _score_metric(arts) -> str | None:
     return None
 
 
-def plot_status(views: dict[str, TenantView], path: str) -> None:
-    """Per tenant: the drift p95 trend and each snapshot's prequential score (accuracy or MAE
-    of the windows it closes; the last batch's loss for snapshots made before scores existed)
-    over event time, with the threshold, quarantines (red) and promotions/rollbacks (green)."""
+def runs_of(trend: list[list]) -> list[list[list]]:
+    """A drift trend split into runs: a point whose event time is not after the one before it
+    starts a new run (a second run into the same store measures the same event times again).
+    Each run is in event-time order, without repeated points."""
+    runs: list[list[list]] = []
+    for p in trend:
+        if not runs or p[0] <= runs[-1][-1][0]:
+            if runs and p == runs[-1][-1]:
+                continue
+            runs.append([])
+        runs[-1].append(p)
+    return runs
+
+
+def quarantines(view: TenantView) -> list[dict]:
+    """The tenant's quarantine history entries, one per artifact and reason (a second run over
+    the same input quarantines the same snapshot again: listed once, at its first time)."""
+    seen, out = set(), []
+    for h in view.history:
+        key = (h.get("artifact_id"), h.get("reason"))
+        if h["action"] == "quarantine" and key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
+
+
+STAGE_SLO_S = {"shadow": 30, "canary": 10}  # the seeds' snapshot freshness SLOs
+
+
+def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = None) -> None:
+    """Per tenant, left: the drift p95 over event time, one line per run, with the seeds'
+    threshold, quarantines (red) and promotions and rollbacks (green), and each snapshot's
+    prequential score on a second axis; right: each stage's freshness (the age of the snapshot
+    it points to) against the stage's SLO."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,46 +261,60 @@ def plot_status(views: dict[str, TenantView], path: str) -> None:
     def ts(ms):
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
+    now_ms = now_ms or int(datetime.now(timezone.utc).timestamp() * 1000)
     tenants = sorted(views) or ["(none)"]
-    fig, axes = plt.subplots(len(tenants), 1, figsize=(10, 2.8 * len(tenants)), squeeze=False)
-    for ax, t in zip(axes[:, 0], tenants):
+    fig, axes = plt.subplots(len(tenants), 2, figsize=(14, 3.2 * len(tenants)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for (ax, fax), t in zip(axes, tenants):
         e = views.get(t)
         if e is None:
             ax.set_title(t)
             continue
         arts = e.artifacts()
         metric = _score_metric(arts) or "loss"
-        ax.set_title(f"{t}: drift p95 (line) and prequential {metric} per snapshot (squares) "
-                     "over event time")
+        ax.set_title(f"{t}: drift p95 over event time (one line per run)", fontsize=10)
         trend = e.drift_trend
-        if trend:
-            ax.plot([ts(p[0]) for p in trend], [p[1] for p in trend], "-", color="tab:red",
-                    label="drift p95")
-        ax.axhline(0.2, color="tab:red", ls=":", lw=1)
-        ax.set_ylabel("drift p95", color="tab:red")
-        pts = [(ts(a.created_at), a.metrics[metric]) for a in arts
-               if a.created_at and a.metrics.get(metric) is not None]
+        for i, run in enumerate(runs_of(trend)):
+            ax.plot([ts(p[0]) for p in run], [p[1] for p in run], "-", lw=1.2,
+                    color=plt.cm.Reds(0.45 + 0.5 * (i + 1) / (len(runs_of(trend)) + 1)),
+                    label=f"drift p95, run {i + 1}")
+        ax.axhline(0.2, color="tab:red", ls=":", lw=1, label="seeds' threshold 0.2")
+        ax.set_ylabel("drift p95 (absolute error)", fontsize=9)
+        ax.set_xlabel("event time (UTC)", fontsize=8)
+        pts = sorted((ts(a.created_at), a.metrics[metric]) for a in arts
+                     if a.created_at and a.metrics.get(metric) is not None)
         if pts:
             ax2 = ax.twinx()
-            ax2.plot(*zip(*pts), "s--", color="tab:blue", label=metric)
+            ax2.plot(*zip(*pts), "s", ms=3, color="tab:blue", label=f"prequential {metric}")
             if metric == "loss":
                 ax2.set_yscale("log")
-            ax2.set_ylabel(metric, color="tab:blue")
+            ax2.set_ylabel(f"prequential {metric} per snapshot", color="tab:blue", fontsize=9)
         by_id = {a.id: a for a in arts}
-        for h in e.history:
+        marks = [(h, "tab:red", "quarantine") for h in quarantines(e)]
+        marks += [(h, "tab:green", f"{h['action']} {h['to_stage']}") for h in e.history
+                  if h["action"] in ("promote", "rollback")]
+        for h, color, label in marks:
             a = by_id.get(h.get("artifact_id"))
-            if h["action"] == "quarantine" and trend:
-                q = [p for p in trend if p[3] == h.get("artifact_id") and p[1] > 0.2]
-                x = ts(q[0][0]) if q else None
-                color, label = "tab:red", "quarantine"
-            elif h["action"] in ("promote", "rollback") and a and a.created_at:
-                x, color, label = ts(a.created_at), "tab:green", f"{h['action']} {h['to_stage']}"
-            else:
+            if a is None or not a.created_at:
                 continue
-            if x is not None:
-                ax.axvline(x, color=color, lw=1.5, ls="--", alpha=0.7)
-                ax.annotate(label, (x, 0.95), xycoords=("data", "axes fraction"), color=color,
-                            fontsize=8, rotation=90, va="top")
+            x = ts(a.window_end or a.created_at)
+            ax.axvline(x, color=color, lw=1.2, ls="--", alpha=0.7)
+            ax.annotate(label, (x, 0.95), xycoords=("data", "axes fraction"), color=color,
+                        fontsize=7, rotation=90, va="top")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+        stages = [s for s in STAGES if e.pointer(s)]
+        ages = []
+        for s in stages:
+            a = e.artifact(e.pointer(s))
+            ages.append(max(0.001, (now_ms - (a.registered_at or now_ms)) / 1000) if a else 0)
+        fax.barh(stages, ages, color="tab:gray")
+        for k, s in enumerate(stages):
+            if s in STAGE_SLO_S:
+                fax.plot([STAGE_SLO_S[s]] * 2, [k - 0.4, k + 0.4], color="tab:red", lw=2)
+        fax.set_xscale("log")
+        fax.set_title(f"{t}: stage freshness (red: SLO)", fontsize=10)
+        fax.set_xlabel("age of the snapshot served (s, log)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -237,11 +237,11 @@ class DriftWindow:
                 else:
                     self.reference = None
         reference = self.reference if cfg.rule == "relative" else None
+        level, raise_at, recover_at = self._levels(recent, p95)
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
                                      merged.count, cfg.window_duration_ms, self.snapshot_id,
-                                     reference))
+                                     reference, level, raise_at))
         window_id = f"{self.tenant_id}/{start}-{boundary}"
-        level, raise_at, recover_at = self._levels(recent, p95)
         common = dict(tenant_id=self.tenant_id, trainer_id=self.trainer_id,
                       drift_window_id=window_id, drift_p95=p95, sample_count=merged.count,
                       rule=cfg.rule, drift_mean=recent.mean, reference_level=reference)

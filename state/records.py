@@ -187,6 +187,8 @@ class DriftScore(Record):
     window_duration_ms: int = 0
     snapshot_id: str | None = None  # the newest snapshot whose predictions are in the window
     reference_level: float | None = None  # the relative rule's reference (state/drift.py)
+    level: float | None = None  # what the rule judges: p95 (absolute) or the recent mean
+    raise_at: float | None = None  # the level above which it raises a quarantine (None: not yet)
     event: ClassVar[str] = "upm.drift.score"
     _time_fields: ClassVar[tuple[str, ...]] = ("window_end",)
 

@@ -40,6 +40,9 @@ from state.prequential import Prequential
 from state.records import FeatureWindow, Feedback, ShadowDelta
 
 MODES = ("shadow", "canary", "active", "backfill")
+# The seeds' snapshot freshness SLO per trainer mode (the time since the last snapshot was
+# written): what the alert rules in runners/monitoring/ hold each tenant to.
+FRESHNESS_SLO_MS = {"shadow": 30_000, "canary": 10_000, "active": 10_000}
 
 
 @dataclass(frozen=True)

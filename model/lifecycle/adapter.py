@@ -50,9 +50,12 @@ class ServingModel:
         return standardize.predict(self.model, self.params, self.norm, x)
 
 
+SYNC_RESULTS = ("adopted", "unchanged", "killed", "failed", "empty")
+
+
 @dataclass
 class SyncResult:
-    status: str            # "adopted", "unchanged", "killed", "failed", "empty"
+    status: str            # one of SYNC_RESULTS
     snapshot_id: str | None = None
     error: str | None = None
     attempts: int = 0
@@ -82,6 +85,11 @@ class Adapter:
         self.env = env
         self.current: ServingModel | None = None
         self.failures = 0
+        # Syncs by result (SyncResult.status), and the seconds from the stage pointing at the
+        # snapshot to this adapter serving it, for the last adoption: read by an exporter
+        # (runners/adapter_service.py) as Prometheus metrics.
+        self.syncs: dict[str, int] = dict.fromkeys(SYNC_RESULTS, 0)
+        self.last_adoption_lag_s: float | None = None
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -110,6 +118,11 @@ class Adapter:
         return None
 
     def sync(self) -> SyncResult:
+        result = self._sync()
+        self.syncs[result.status] += 1
+        return result
+
+    def _sync(self) -> SyncResult:
         with self._sync_lock:
             if kill_switch_on(self.env):
                 return SyncResult("killed", self.current.snapshot_id if self.current else None)
@@ -136,6 +149,9 @@ class Adapter:
                         self.sleep(self.retry_backoff_ms * 2 ** (attempt - 1) / 1000.0)
                     continue
                 self.current = model  # the atomic swap
+                since = t.since(self.stage)
+                if since is not None:
+                    self.last_adoption_lag_s = max(0, model.loaded_at - since) / 1000.0
                 self._report(target, entry, None)
                 return SyncResult("adopted", target, attempts=attempt)
             self.failures += 1

@@ -23,7 +23,8 @@ from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import RECORD_KINDS, Feedback
 from state.tenant import TenantPipeline
-from transforms.flink.metrics import TenantValues
+from state.trainer import FRESHNESS_SLO_MS
+from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
@@ -49,8 +50,8 @@ class Parse(ProcessFunction):
 
     def open(self, runtime_context: RuntimeContext):
         g = runtime_context.get_metrics_group().add_group("upm")
-        self.m_in = g.counter("messages_in")
-        self.m_dead = g.counter("dead_letters")
+        self.m_in = counter(g, "messages_in")
+        self.m_dead = counter(g, "dead_letters")
 
     def process_element(self, value, ctx):
         self.m_in.inc()
@@ -92,7 +93,7 @@ class TenantFunction(KeyedProcessFunction):
         self.state = runtime_context.get_map_state(MapStateDescriptor(
             "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         g = runtime_context.get_metrics_group().add_group("upm")
-        self.c = {k: g.counter(k) for k in
+        self.c = {k: counter(g, k) for k in
                   ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
                    "dead_letters", "trained", "snapshots", "steps", "deltas", "quarantines",
                    "recoveries")}
@@ -213,9 +214,21 @@ class TenantFunction(KeyedProcessFunction):
                 yield rec
                 continue
             if kind == "drift_scores":
-                self.tenant_values.set(p.tenant_id, "drift_p95_micro", rec.drift_p95 * 1e6)
+                self._push_drift(p, rec)
             yield TAGS[kind], rec.to_json()
+        self.tenant_values.set(p.tenant_id, "replay_held_windows", p.replay.held)
         self._push_counts()
+
+    def _push_drift(self, p: TenantPipeline, score) -> None:
+        # Flink counters hold integers: fractions are pushed in millionths (the Prometheus
+        # recording rules in runners/monitoring/ divide them back).
+        tenant = p.tenant_id
+        self.tenant_values.set(tenant, "quarantines_total", p.drift.counters["quarantines"])
+        self.tenant_values.set(tenant, "drift_p95_micro", score.drift_p95 * 1e6)
+        if score.level is not None:
+            self.tenant_values.set(tenant, "drift_level_micro", score.level * 1e6)
+        if score.raise_at is not None:
+            self.tenant_values.set(tenant, "drift_raise_at_micro", score.raise_at * 1e6)
 
 
 class SnapshotWriter(ProcessFunction):
@@ -230,9 +243,9 @@ class SnapshotWriter(ProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self.publisher = SnapshotPublisher(self.store_location, self.compression)
         g = runtime_context.get_metrics_group().add_group("upm")
-        self.written = g.counter("snapshots_written")
-        self.bytes = g.counter("snapshot_bytes")
-        self.refused = g.counter("snapshots_refused")
+        self.written = counter(g, "snapshots_written")
+        self.bytes = counter(g, "snapshot_bytes")
+        self.refused = counter(g, "snapshots_refused")
         self.tenant_values = TenantValues(g)
 
     def process_element(self, snap, ctx):
@@ -245,6 +258,9 @@ class SnapshotWriter(ProcessFunction):
         self.bytes.inc(record.size_bytes)
         # Freshness is now minus this; the reader computes it (Prometheus: time() - value/1000).
         self.tenant_values.set(record.tenant_id, "snapshot_written_at_ms", time.time() * 1000)
+        slo = FRESHNESS_SLO_MS.get(record.mode)
+        if slo:
+            self.tenant_values.set(record.tenant_id, "freshness_slo_ms", slo)
         yield record.to_json()
 
 
@@ -258,7 +274,7 @@ class Governor(FlatMapFunction):
 
     def open(self, runtime_context: RuntimeContext):
         self.governor = DriftGovernor(self.store_location, self.policy_path)
-        self.rollbacks = runtime_context.get_metrics_group().add_group("upm").counter("rollbacks")
+        self.rollbacks = counter(runtime_context.get_metrics_group().add_group("upm"), "rollbacks")
 
     def flat_map(self, value):
         for ev in self.governor.apply(value):

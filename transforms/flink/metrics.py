@@ -10,6 +10,12 @@ object, that the task thread moves to the value it wants shown; readers see the 
 from __future__ import annotations
 
 
+def counter(group, name: str):
+    """A Flink counter named as Prometheus names counters (`<name>_total`): Flink's Prometheus
+    reporter exports the name as it is (runners/monitoring/ has the rules that read them)."""
+    return group.counter(name + "_total")
+
+
 class PushedValue:
     """A gauge-like metric whose value lives on the Java side (a Flink counter set by delta)."""
 
