@@ -67,13 +67,3 @@ def _input_scale(norm: dict[str, np.ndarray] | None, width: int) -> tuple[np.nda
         return np.zeros(width, np.float64), np.ones(width, np.float64)
     return standardize.input_scale(norm)
 
-
-def pad_rows(rows: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Feature maps as the two padded inputs of `serve`."""
-    k = max([len(r) for r in rows] + [1])
-    names = np.full((len(rows), k), b"", dtype=object)
-    values = np.zeros((len(rows), k), np.float64)
-    for i, r in enumerate(rows):
-        for j, (name, v) in enumerate(r.items()):
-            names[i, j], values[i, j] = name.encode("utf-8"), v
-    return names, values

@@ -12,7 +12,7 @@ The alert rules (runners/monitoring/rules.yml) hold the sync success rate to 99.
 
 from __future__ import annotations
 
-import threading
+import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
@@ -67,15 +67,15 @@ def cmd_adapter(args) -> int:
         serve_metrics([adapter], args.metrics_port)
         print(f"adapter {args.adapter_id}: metrics on http://127.0.0.1:{args.metrics_port}/metrics",
               flush=True)
-    stop = threading.Event()
     try:
         while True:
             r = adapter.sync()
             if r.status in ("adopted", "failed"):
                 print(f"adapter {args.adapter_id}: {r.status} {r.snapshot_id}"
                       + (f" ({r.error})" if r.error else ""), flush=True)
-            if args.once or stop.wait(args.interval):
+            if args.once:
                 break
+            time.sleep(args.interval)
     except KeyboardInterrupt:
         pass
     return 0

@@ -18,6 +18,7 @@ from model.lifecycle.retention import RetentionRule, apply as apply_retention, p
 from model.lifecycle.signing import SignatureError, Verifier, generate_keypair
 from model.snapshot import sha256_hex
 from model.lifecycle.store import open_store
+from state.trainer import FRESHNESS_SLO_MS
 from runners.errors import UserError
 
 
@@ -246,9 +247,6 @@ def quarantines(view: TenantView) -> list[dict]:
     return out
 
 
-STAGE_SLO_S = {"shadow": 30, "canary": 10}  # the seeds' snapshot freshness SLOs
-
-
 def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = None) -> None:
     """Per tenant, left: the drift p95 over event time, one line per run, with the seeds'
     threshold, quarantines (red) and promotions and rollbacks (green), and each snapshot's
@@ -310,8 +308,9 @@ def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = No
             ages.append(max(0.001, (now_ms - (a.registered_at or now_ms)) / 1000) if a else 0)
         fax.barh(stages, ages, color="tab:gray")
         for k, s in enumerate(stages):
-            if s in STAGE_SLO_S:
-                fax.plot([STAGE_SLO_S[s]] * 2, [k - 0.4, k + 0.4], color="tab:red", lw=2)
+            if s in FRESHNESS_SLO_MS:
+                slo_s = FRESHNESS_SLO_MS[s] / 1000
+                fax.plot([slo_s] * 2, [k - 0.4, k + 0.4], color="tab:red", lw=2)
         fax.set_xscale("log")
         fax.set_title(f"{t}: stage freshness (red: SLO)", fontsize=10)
         fax.set_xlabel("age of the snapshot served (s, log)", fontsize=8)

@@ -118,45 +118,46 @@ class Adapter:
         return None
 
     def sync(self) -> SyncResult:
-        result = self._sync()
-        self.syncs[result.status] += 1
-        return result
+        with self._sync_lock:
+            result = self._sync()
+            self.syncs[result.status] += 1
+            return result
 
     def _sync(self) -> SyncResult:
-        with self._sync_lock:
-            if kill_switch_on(self.env):
-                return SyncResult("killed", self.current.snapshot_id if self.current else None)
-            t = self.registry.view(self.tenant)
-            target = t.pointer(self.stage) if t else None
-            if target is None:
-                return SyncResult("empty")
-            if self.current is not None and self.current.snapshot_id == target:
-                return SyncResult("unchanged", target)
-            entry = t.artifact(target)
-            error = None
-            deadline = self.clock() + self.sync_timeout_ms / 1000.0
-            for attempt in range(1, self.max_retries + 2):
-                if attempt > 1 and self.clock() >= deadline:
-                    error = f"sync timed out after {self.sync_timeout_ms} ms ({error})"
-                    break
-                try:
-                    model = self._load(target, entry)
-                except (OSError, SnapshotIntegrityError, SignatureError, KeyError, ValueError) as e:
-                    error = f"{type(e).__name__}: {e}"
-                    if isinstance(e, (SnapshotIntegrityError, SignatureError)):
-                        break  # bad bytes or signature will not heal by retrying
-                    if attempt <= self.max_retries:
-                        self.sleep(self.retry_backoff_ms * 2 ** (attempt - 1) / 1000.0)
-                    continue
-                self.current = model  # the atomic swap
-                since = t.since(self.stage)
-                if since is not None:
-                    self.last_adoption_lag_s = max(0, model.loaded_at - since) / 1000.0
-                self._report(target, entry, None)
-                return SyncResult("adopted", target, attempts=attempt)
-            self.failures += 1
-            self._report(target, entry, error)
-            return SyncResult("failed", target, error, attempts=attempt)
+        """One sync; the caller holds `_sync_lock`."""
+        if kill_switch_on(self.env):
+            return SyncResult("killed", self.current.snapshot_id if self.current else None)
+        t = self.registry.view(self.tenant)
+        target = t.pointer(self.stage) if t else None
+        if target is None:
+            return SyncResult("empty")
+        if self.current is not None and self.current.snapshot_id == target:
+            return SyncResult("unchanged", target)
+        entry = t.artifact(target)
+        error = None
+        deadline = self.clock() + self.sync_timeout_ms / 1000.0
+        for attempt in range(1, self.max_retries + 2):
+            if attempt > 1 and self.clock() >= deadline:
+                error = f"sync timed out after {self.sync_timeout_ms} ms ({error})"
+                break
+            try:
+                model = self._load(target, entry)
+            except (OSError, SnapshotIntegrityError, SignatureError, KeyError, ValueError) as e:
+                error = f"{type(e).__name__}: {e}"
+                if isinstance(e, (SnapshotIntegrityError, SignatureError)):
+                    break  # bad bytes or signature will not heal by retrying
+                if attempt <= self.max_retries:
+                    self.sleep(self.retry_backoff_ms * 2 ** (attempt - 1) / 1000.0)
+                continue
+            self.current = model  # the atomic swap
+            since = t.since(self.stage)
+            if since is not None:
+                self.last_adoption_lag_s = max(0, model.loaded_at - since) / 1000.0
+            self._report(target, entry, None)
+            return SyncResult("adopted", target, attempts=attempt)
+        self.failures += 1
+        self._report(target, entry, error)
+        return SyncResult("failed", target, error, attempts=attempt)
 
     def _load(self, snapshot_id: str, entry: Artifact) -> ServingModel:
         data = self.store.get_bytes(entry.uri)

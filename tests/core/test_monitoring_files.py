@@ -71,3 +71,18 @@ def test_an_adapters_syncs_are_prometheus_counters(tmp_path):
     assert 'upm_adapter_served_version{adapter="agent-1",stage="staging",tenant="acme"} 1.0' in text
     assert 'upm_adapter_adoption_lag_seconds{adapter="agent-1",stage="staging",tenant="acme"} 3.0' \
         in text
+
+
+def test_upm_adapter_once_adopts_what_the_stage_points_to(tmp_path):
+    import subprocess
+    import sys
+    w = World(tmp_path, n=1)
+    w.gov.promote("acme", "staging", w.ids()[0], "ops", "new")
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.cli", "adapter", "--store", str(tmp_path), "--tenant",
+         "acme", "--stage", "staging", "--adapter-id", "agent-9", "--once"],
+        capture_output=True, text=True, timeout=300,
+        env={"UPM_VERIFY_KEY_FILES": str(w.pub), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"agent-9: adopted {w.ids()[0]}" in proc.stdout
+    assert w.registry.view("acme").adoption["agent-9"]["snapshot_id"] == w.ids()[0]
