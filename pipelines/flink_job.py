@@ -8,6 +8,10 @@
                                                                └─► drift_scores, quarantines
                                                                       ─► Governor ─► rollbacks
 
+Event time: EventTimestamps takes it from each record after Parse (`source.event_time =
+"window_end"`); with "kafka" the Kafka source makes the watermarks per partition from the
+records' Kafka timestamps and there is no EventTimestamps step.
+
 Each side output is written as JSON lines by a FileSink under `<output>/records/<type>/`
 (committed on checkpoints; the last checkpoint of a bounded run commits the rest).
 """
@@ -91,12 +95,23 @@ def _file_sink(opts: JobOptions, kind: str) -> FileSink:
             .build())
 
 
+def _watermarks(opts: JobOptions) -> WatermarkStrategy:
+    src = opts.config.source
+    return (WatermarkStrategy
+            .for_bounded_out_of_orderness(Duration.of_millis(src.out_of_orderness_ms))
+            .with_idleness(Duration.of_millis(src.idleness_ms)))
+
+
 def _source(env: StreamExecutionEnvironment, opts: JobOptions):
     if opts.kafka_bootstrap and opts.kafka_topics:
         from transforms.flink import kafka
         src = kafka.source(opts.kafka_bootstrap, list(opts.kafka_topics), opts.kafka_group,
                            opts.kafka_bounded)
-        return env.from_source(src, WatermarkStrategy.no_watermarks(), "Kafka").uid("kafka-source")
+        # With Kafka event time the source applies the strategy to each partition (split) on
+        # the records' Kafka timestamps: the watermark is the least over partitions that are
+        # not idle, and a partition with nothing for `idleness_ms` stops holding it back.
+        watermarks = _watermarks(opts) if opts.kafka_event_time else WatermarkStrategy.no_watermarks()
+        return env.from_source(src, watermarks, "Kafka").uid("kafka-source")
     paths = [str(Path(p).resolve()) for p in opts.inputs]
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths)
     if opts.follow:
@@ -105,7 +120,7 @@ def _source(env: StreamExecutionEnvironment, opts: JobOptions):
         "files-source")
 
 
-def _keyed_by_tenant_in_event_time(parsed: DataStream, watermarks: WatermarkStrategy
+def _keyed_by_tenant_in_event_time(parsed: DataStream, watermarks: WatermarkStrategy | None
                                    ) -> KeyedStream:
     """Event time and key of Parse's `((tenant, element), event_time)` records, taken in Java.
 
@@ -115,14 +130,17 @@ def _keyed_by_tenant_in_event_time(parsed: DataStream, watermarks: WatermarkStra
     per record: measured as most of the cost of the Parse chain). Parse emits the shapes
     those operators would have emitted, and the same Java steps follow: CustomTimestampAssigner
     (field 1) and RemoveTimestampMapFunction (field 0) around the watermark strategy, then
-    keyBy(KeyByKeySelector) on the row's first field."""
+    keyBy(KeyByKeySelector) on the row's first field. With no `watermarks` (Kafka event time)
+    the source's watermarks pass through as they are."""
     jvm = get_gateway().jvm
     py = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    timed = (parsed._j_data_stream
-             .assignTimestampsAndWatermarks(watermarks._j_watermark_strategy.withTimestampAssigner(
-                 py.CustomTimestampAssigner()))
-             .name("EventTimestamps").uid("event-timestamps")
-             .map(py.RemoveTimestampMapFunction(), fn.KEYED_TYPE.get_java_type_info())
+    timed = parsed._j_data_stream
+    if watermarks is not None:
+        timed = (timed.assignTimestampsAndWatermarks(
+                     watermarks._j_watermark_strategy.withTimestampAssigner(
+                         py.CustomTimestampAssigner()))
+                 .name("EventTimestamps").uid("event-timestamps"))
+    timed = (timed.map(py.RemoveTimestampMapFunction(), fn.KEYED_TYPE.get_java_type_info())
              .name("Remove-Timestamp"))
     return KeyedStream(timed.keyBy(jvm.KeyByKeySelector(),
                                    Types.ROW([Types.STRING()]).get_java_type_info()),
@@ -136,10 +154,8 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
     parsed = (lines.process(fn.Parse("files", cfg.source.max_features),
                             output_type=fn.PARSED_TYPE)
               .name("Parse").uid("parse"))
-    watermarks = (WatermarkStrategy
-                  .for_bounded_out_of_orderness(Duration.of_millis(cfg.source.out_of_orderness_ms))
-                  .with_idleness(Duration.of_millis(cfg.source.idleness_ms)))
-    keyed = _keyed_by_tenant_in_event_time(parsed, watermarks)
+    keyed = _keyed_by_tenant_in_event_time(
+        parsed, None if opts.kafka_event_time else _watermarks(opts))
     tenants = (keyed
                .process(fn.TenantFunction(cfg, opts.shadow_deltas,
                                           opts.store_root if opts.warm_start else None),

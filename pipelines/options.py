@@ -35,6 +35,12 @@ class JobOptions:
         return bool(self.kafka_bootstrap and (self.kafka_topics or self.kafka_output_prefix))
 
     @property
+    def kafka_event_time(self) -> bool:
+        """Event time and watermarks from the Kafka source (per partition), not from Parse."""
+        return bool(self.kafka_bootstrap and self.kafka_topics
+                    and self.config.source.event_time == "kafka")
+
+    @property
     def records_dir(self) -> Path:
         return Path(self.output_dir) / "records"
 

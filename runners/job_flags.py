@@ -55,6 +55,10 @@ def job_options(args, fresh_records: bool = True):
 
     external = bool(args.input or args.kafka_topic or getattr(args, "pubsub_subscription", None))
     cfg = config_from_args(args, UpmConfig() if external else demo_config())
+    if cfg.source.event_time == "kafka" and not args.kafka_topic:
+        raise UserError('source.event_time = "kafka" takes event time from Kafka record '
+                        'timestamps: it needs --kafka-topic (files and Pub/Sub carry none; '
+                        'use "window_end")')
     for path in args.input or ():
         if not Path(path).exists():
             raise UserError(f"--input {path}: no such file or directory")

@@ -40,10 +40,15 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """Engine watermarks: bounded out-of-orderness and idleness of the input partitions."""
+    """Engine watermarks: bounded out-of-orderness and idleness of the input partitions, and
+    where event time comes from: each window's own `window_end` after parsing (one watermark
+    for the whole input), or, with "kafka", the Kafka records' timestamps, with a watermark
+    and idleness per partition made by the Kafka source itself (producers then stamp each
+    record with its window's event time)."""
     out_of_orderness_ms: int = 5000
     idleness_ms: int = 30_000
     max_features: int = 4096
+    event_time: str = "window_end"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.mode": MODES, "snapshots.compression": COMPRESSIONS, "model.head": HEADS,
     "model.optimizer": OPTIMIZERS, "drift.rule": RULES,
     "model.device": ("auto", "cpu", "gpu"), "model.jit": ("auto", "on", "off"),
+    "source.event_time": ("window_end", "kafka"),
 }
 
 

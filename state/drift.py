@@ -238,14 +238,18 @@ class DriftWindow:
                     self.reference = None
         reference = self.reference if cfg.rule == "relative" else None
         level, raise_at, recover_at = self._levels(recent, p95)
+        enough = recent.count >= cfg.sample_size
+        # The score shows a raise level only where a raise can happen, so "level above the
+        # raise level" on a dashboard or in an alert is the quarantine condition itself (not a
+        # warm-up's few samples).
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
                                      merged.count, cfg.window_duration_ms, self.snapshot_id,
-                                     reference, level, raise_at))
+                                     reference, level, raise_at if enough else None))
         window_id = f"{self.tenant_id}/{start}-{boundary}"
         common = dict(tenant_id=self.tenant_id, trainer_id=self.trainer_id,
                       drift_window_id=window_id, drift_p95=p95, sample_count=merged.count,
                       rule=cfg.rule, drift_mean=recent.mean, reference_level=reference)
-        if (not self.in_episode and cfg.quarantine_enabled and recent.count >= cfg.sample_size
+        if (not self.in_episode and cfg.quarantine_enabled and enough
                 and raise_at is not None and level > raise_at):
             self.in_episode = True
             self.episode_id = window_id

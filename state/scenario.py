@@ -85,6 +85,14 @@ def _window(tenant: str, j: int, spec: ScenarioSpec, x: np.ndarray, y: float | N
 
 
 def generate(spec: ScenarioSpec = ScenarioSpec()) -> tuple[list[str], Expected]:
+    """The scenario's messages in arrival order, and what a correct job reports for them."""
+    timed, expected = generate_timed(spec)
+    return [line for _, line in timed], expected
+
+
+def generate_timed(spec: ScenarioSpec = ScenarioSpec()) -> tuple[list[tuple[int, str]], Expected]:
+    """As `generate`, each message with its arrival time (ms): what a producer that sends each
+    message as it arrives stamps it with (a Kafka record's CreateTime)."""
     rng = np.random.default_rng(spec.seed)
     events: list[tuple[float, int, str]] = []  # (arrival ms, tiebreak, line)
     expected = Expected()
@@ -172,7 +180,7 @@ def generate(spec: ScenarioSpec = ScenarioSpec()) -> tuple[list[str], Expected]:
         emit(t, text)
         expected.unattributed_dead_letters += 1
     events.sort(key=lambda e: (e[0], e[1]))
-    return [line for _, _, line in events], expected
+    return [(int(t), line) for t, _, line in events], expected
 
 
 def spec_from_dict(d: dict) -> ScenarioSpec:

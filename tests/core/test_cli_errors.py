@@ -53,6 +53,10 @@ def test_usage_errors_are_one_line(tmp_path):
              "/nonexistent/upm", "no such file")
     one_line(upm("run", "--flink-conf", "novalue", "--output", str(tmp_path / "o")), 2,
              "KEY=VALUE")
+    one_line(upm("run", "--set", "source.event_time=kafka", "--output", str(tmp_path / "o")), 2,
+             "source.event_time", "--kafka-topic")
+    one_line(upm("run", "--set", "source.event_time=broker", "--output", str(tmp_path / "o")), 2,
+             "source.event_time", "window_end, kafka")
 
 
 def test_records_of_an_earlier_run_are_never_wiped_silently(tmp_path):

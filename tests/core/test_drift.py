@@ -111,6 +111,12 @@ def test_no_quarantine_below_sample_size():
     outs = run(dw, deltas([0.9] * 1500))
     assert not any(o.quarantines for o in outs)
     assert any(o.scores and o.scores[0].drift_p95 > 0.8 for o in outs)
+    # the scores show no raise level either, so "level above the raise level" (the drift
+    # alert) means what raises a quarantine, not a warm-up's few samples
+    assert all(o.scores[0].raise_at is None for o in outs if o.scores)
+    outs = run(DriftWindow("acme", CFG), deltas([0.9] * 1500))
+    raised = [(s.sample_count, s.raise_at) for o in outs for s in o.scores]
+    assert all((n >= CFG.sample_size) == (r is not None) for n, r in raised), raised
 
 
 def test_one_quarantine_per_episode_then_recovery_then_new_episode():

@@ -13,7 +13,7 @@ from tests.core.servers import free_port
 from tests.flink.test_kafka import broker  # noqa: F401  (the Kafka broker fixture)
 
 from runners import flink_cluster as fc
-from state.scenario import ScenarioSpec, generate
+from state.scenario import ScenarioSpec, generate, generate_timed
 
 OPERATORS = ("Parse", "Tenant", "SnapshotWriter", "Governor")
 
@@ -295,3 +295,51 @@ def test_kafka_exactly_once_across_a_taskmanager_kill(cluster, broker, tmp_path)
     stats = got["stats"]
     assert len(stats) == 3 * len(expected.tenants)  # one per operator and tenant, once
     assert not got["refusals"]
+
+
+def test_kafka_event_time_per_partition_with_an_idle_partition(cluster, broker, tmp_path):
+    """`source.event_time = "kafka"`: the Kafka source makes the watermark from the records'
+    Kafka timestamps, per partition. Every message goes to partition 0, stamped as a producer
+    that sends it LAG after it arrives would stamp it; partition 1 stays idle. The Tenant
+    operator's watermark reaches the newest timestamp less the out-of-orderness (Kafka's time,
+    not the windows': they are LAG older), so the idle partition does not hold it back; the
+    drift timers fire on it, and every window that is neither a duplicate nor late is
+    released (the ReplayBuffer still decides per tenant, in window time)."""
+    from tests.flink.test_kafka import create_topics, produce_lines
+    from runners.flink_progress import upm_counters
+
+    spec, lag, ooo = cluster, 3_000, 1_000
+    timed, expected = generate_timed(ScenarioSpec(tenants=2, windows_per_tenant=600, seed=11))
+    stamps = [t + lag for t, _ in timed]
+    create_topics(broker, ["et.windows"], partitions=2)
+    produce_lines(broker, "et.windows", [line for _, line in timed], partition=0,
+                  timestamps=stamps)
+    job_id = submit(spec, tmp_path / "store", "--kafka-bootstrap", broker, "--kafka-topic",
+                    "et.windows", "--set", "source.event_time=kafka",
+                    "--set", f"source.out_of_orderness_ms={ooo}", "--set", "source.idleness_ms=1000",
+                    "--set", "replay.quiet_release_ms=2000",
+                    "--set", "trainer.snapshot_interval=100", "--set", "drift.window_duration_ms=60000",
+                    "--set", "drift.sample_size=20")
+    tenant_vertex = wait_for(lambda: [v["id"] for v in get(spec, f"/jobs/{job_id}")["vertices"]
+                                      if "Tenant" in v["name"]])[0]
+
+    def watermark():
+        marks = get(spec, f"/jobs/{job_id}/vertices/{tenant_vertex}/watermarks")
+        return min(int(m["value"]) for m in marks)
+    want = max(stamps) - ooo - 1  # BoundedOutOfOrderness: the newest timestamp - ooo - 1 ms
+    wait_for(lambda: watermark() == want, timeout=300)
+
+    tot = expected.totals()
+    windows = sum(t["windows_in"] - t["dead_letters"] for t in expected.tenants.values())
+    counters = wait_for(lambda: (c := upm_counters(spec.rest, job_id)).get("released")
+                        == windows - tot["duplicates"] - tot["late"] and c, timeout=300)
+    assert counters["late"] == tot["late"] and counters["duplicates"] == tot["duplicates"]
+
+    def drift_scored():  # a per-tenant drift p95 is pushed only when an event-time timer fired
+        ids = [m["id"] for m in get(
+            spec, f"/jobs/{job_id}/vertices/{tenant_vertex}/subtasks/metrics")]
+        return all(any(f"upm.tenant.{t}.drift_p95_micro" in i for i in ids)
+                   for t in expected.tenants)
+    wait_for(drift_scored, timeout=120)
+    upm("cancel", "--rest-port", str(spec.rest_port), job_id)
+    wait_for(lambda: state(spec, job_id) == "CANCELED", timeout=60)

@@ -61,16 +61,21 @@ def consume_all(bootstrap, topic, timeout_s=300):
         c.close()
 
 
-def produce_lines(bootstrap, topic, lines):
-    """Each line a message keyed by its tenant (so a tenant's order is kept in one partition)."""
+def produce_lines(bootstrap, topic, lines, partition=None, timestamps=None):
+    """Each line a message keyed by its tenant (so a tenant's order is kept in one partition),
+    or all into `partition`; with `timestamps`, each message's Kafka timestamp (CreateTime)."""
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for line in lines:
+    for i, line in enumerate(lines):
         try:
             obj = json.loads(line)
             key = obj.get("tenant_id") if isinstance(obj, dict) else None
         except ValueError:
             key = None
-        p.produce(topic, value=line.encode(), key=key.encode() if isinstance(key, str) else None)
+        where = {} if partition is None else {"partition": partition}
+        if timestamps is not None:
+            where["timestamp"] = timestamps[i]
+        p.produce(topic, value=line.encode(), key=key.encode() if isinstance(key, str) else None,
+                  **where)
     assert p.flush(60) == 0, "messages left unsent"
 
 

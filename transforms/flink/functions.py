@@ -224,6 +224,7 @@ class TenantFunction(KeyedProcessFunction):
         # recording rules in runners/monitoring/ divide them back).
         tenant = p.tenant_id
         self.tenant_values.set(tenant, "quarantines_total", p.drift.counters["quarantines"])
+        self.tenant_values.set(tenant, "quarantined", int(p.drift.in_episode))
         self.tenant_values.set(tenant, "drift_p95_micro", score.drift_p95 * 1e6)
         if score.level is not None:
             self.tenant_values.set(tenant, "drift_level_micro", score.level * 1e6)
