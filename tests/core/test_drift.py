@@ -117,6 +117,12 @@ def test_no_quarantine_below_sample_size():
     outs = run(DriftWindow("acme", CFG), deltas([0.9] * 1500))
     raised = [(s.sample_count, s.raise_at) for o in outs for s in o.scores]
     assert all((n >= CFG.sample_size) == (r is not None) for n, r in raised), raised
+    # a stream that stops: as its samples leave the window it is no longer judged
+    dw = DriftWindow("acme", CFG)
+    run(dw, deltas([0.05] * 1200))
+    later = [dw.evaluate(1_200_000 + k * CFG.evaluation_interval_ms).scores for k in range(1, 10)]
+    tail = [(s.sample_count, s.raise_at) for sc in later for s in sc]
+    assert tail and tail[-1][1] is None and tail[-1][0] < CFG.sample_size, tail
 
 
 def test_one_quarantine_per_episode_then_recovery_then_new_episode():

@@ -228,6 +228,9 @@ class TenantFunction(KeyedProcessFunction):
         self.tenant_values.set(tenant, "drift_p95_micro", score.drift_p95 * 1e6)
         if score.level is not None:
             self.tenant_values.set(tenant, "drift_level_micro", score.level * 1e6)
+        # Whether the tenant has the samples to be judged now (not in warm-up, its stream not
+        # thinned out): the raise level below is its last one, shown only while this is 1.
+        self.tenant_values.set(tenant, "drift_judged", int(score.raise_at is not None))
         if score.raise_at is not None:
             self.tenant_values.set(tenant, "drift_raise_at_micro", score.raise_at * 1e6)
 
