@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -33,12 +34,17 @@ class FeatureHasher:
         return hit
 
     def transform(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
-        x = np.zeros((len(rows), self.width), dtype=np.float32)
-        for i, feats in enumerate(rows):
-            for name, value in feats.items():
-                j, sign = self.slot(name)
-                x[i, j] += sign * value
-        return x
+        """Rows of name -> value as a dense float32 matrix: each value times its sign, rounded
+        to float32, added into its slot in row order (colliding names add up)."""
+        sizes = np.fromiter(map(len, rows), np.int64, len(rows))
+        names = list(chain.from_iterable(rows))
+        values = np.fromiter(chain.from_iterable(r.values() for r in rows), np.float64,
+                             len(names))
+        vocabulary = list(dict.fromkeys(names))
+        index = dict(zip(vocabulary, range(len(vocabulary))))
+        codes = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+        return self.transform_coded(len(rows), np.repeat(np.arange(len(rows)), sizes), codes,
+                                    vocabulary, values)
 
     def transform_coded(self, n_rows: int, row_of: np.ndarray, codes: np.ndarray,
                         vocabulary: Sequence[str], values: np.ndarray) -> np.ndarray:

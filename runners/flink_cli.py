@@ -15,7 +15,7 @@ from runners.job_flags import add_job_arguments, job_options
 def _spec(args) -> fc.ClusterSpec:
     return fc.ClusterSpec(store=args.store, rest_port=args.rest_port,
                           rpc_port=getattr(args, "rpc_port", 6123),
-                          slots=getattr(args, "slots", 4),
+                          slots=getattr(args, "slots", 1),
                           taskmanagers=getattr(args, "taskmanagers", 1))
 
 
@@ -122,7 +122,9 @@ def add_commands(sub) -> None:
     f = cluster(sub.add_parser("flink", help="a standalone Flink cluster on 127.0.0.1"))
     f.add_argument("action", choices=("up", "down", "status"))
     f.add_argument("--rpc-port", type=int, default=6123)
-    f.add_argument("--slots", type=int, default=4)
+    f.add_argument("--slots", type=int, default=1,
+                   help="slots per TaskManager (default 1: in thread mode the slots of one "
+                   "TaskManager share its Python interpreter, so cores come from --taskmanagers)")
     f.add_argument("--taskmanagers", type=int, default=1)
     f.add_argument("--prometheus", action="store_true",
                    help="up: also start a Prometheus server (127.0.0.1) scraping the cluster, "

@@ -38,7 +38,7 @@ class ClusterSpec:
     store: str = "./upm-data"
     rest_port: int = 8081
     rpc_port: int = 6123
-    slots: int = 4
+    slots: int = 1  # thread mode: a TaskManager's slots share one interpreter (DESIGN §6)
     taskmanagers: int = 1
     checkpoint_interval_ms: int = 5000
     prometheus_ports: str = "9249-9259"
@@ -216,6 +216,6 @@ if __name__ == "__main__":
                            bind_host=e.get("UPM_FLINK_BIND_HOST", "0.0.0.0"),
                            jobmanager_host=e.get("UPM_FLINK_JOBMANAGER_HOST", "jobmanager"),
                            taskmanager_host=e.get("UPM_FLINK_TASKMANAGER_HOST", "taskmanager"),
-                           slots=int(e.get("UPM_FLINK_SLOTS", "4")),
+                           slots=int(e.get("UPM_FLINK_SLOTS", "1")),
                            gpus_per_taskmanager=int(e.get("UPM_FLINK_GPUS", "0"))),
                sys.argv[1])

@@ -50,6 +50,13 @@ def run_beam(opts, pubsub_subscription: str | None = None,
     print(f"[upm] pipeline finished in {time.time() - start:.1f}s", flush=True)
 
 
+# The embedded mini-cluster is one JVM with one embedded Python interpreter (thread mode): its
+# slots share one GIL, so a higher parallelism there splits the work without adding a core.
+ONE_INTERPRETER = ("[upm] note: the embedded mini-cluster runs every slot in one Python "
+                   "interpreter, so --parallelism {n} adds no cores here; for {n} cores use "
+                   "`upm flink up --taskmanagers {n}` and `upm submit --parallelism {n}`")
+
+
 def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     """Run the Flink job on the embedded mini-cluster, printing progress from its REST API."""
     from pipelines import flink_job
@@ -60,6 +67,8 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     flink_job.build(env, opts)
     base = f"http://127.0.0.1:{opts.rest_port}"
     print(f"[upm] Flink mini-cluster: web UI {base}/ (parallelism {opts.parallelism})", flush=True)
+    if opts.parallelism > 1:
+        print(ONE_INTERPRETER.format(n=opts.parallelism), flush=True)
     error: list[BaseException] = []
 
     def execute():

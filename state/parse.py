@@ -16,6 +16,8 @@ import json
 import math
 from dataclasses import dataclass
 
+import orjson
+
 from state import reasons
 from state.reasons import (DEFAULT_MAX_FEATURES, DEFAULT_TENANT, MAX_DEPTH,  # noqa: F401
                            MAX_ID_LENGTH, MAX_MESSAGE_BYTES, MAX_TIME_MS, MIN_TIME_MS,
@@ -106,7 +108,18 @@ def _features(d: dict, max_features: int) -> dict[str, float]:
         raise _Bad(reasons.wrong_type("features", "must be an object of name -> number"))
     if len(feats) > max_features:
         raise _Bad(reasons.too_many_features(len(feats), max_features))
+    values = list(feats.values())
+    if _NUMBER_TYPES.issuperset(map(type, values)):  # nearly every message: no call per value
+        try:
+            floats = list(map(float, values))
+        except OverflowError:
+            floats = None
+        if floats is not None and math.isfinite(sum(floats)):
+            return dict(zip(feats, floats))
     return {k: _number(v, f"features.{k[:64]}") for k, v in feats.items()}
+
+
+_NUMBER_TYPES = frozenset((int, float))  # by exact type: a bool is not a number here
 
 
 def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
@@ -143,9 +156,7 @@ def _parse(raw, max_features: int) -> Parsed:
     if depth > MAX_DEPTH:
         return Parsed(None, f"oversized: JSON nested deeper than {MAX_DEPTH}")
     try:
-        if not isinstance(raw, str):
-            raw = bytes(raw).decode(json.detect_encoding(raw), "surrogatepass")
-        obj = _DECODER.decode(raw)
+        obj = _decode(raw)
     except _Bad as e:
         return Parsed(None, str(e))
     except (ValueError, UnicodeDecodeError) as e:
@@ -181,6 +192,35 @@ def _nesting_depth(raw) -> int:
         elif b in _CLOSE:
             depth = max(0, depth - 1)
     return deepest
+
+
+def _decode(raw):
+    """The JSON value of `raw`: orjson (C) where it reads it as `json` does, else `json`, whose
+    errors and results are the contract's. orjson refuses what `json` reads differently or not
+    at all (NaN/Infinity, lone surrogates, other encodings, infinite numbers), and reads an
+    integer past 64 bits as a float: where such a float would be named in a reason (the
+    message itself, tenant_id, a time), `json` reads it again."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        obj = _NOT_READ
+    if obj is not _NOT_READ and not _maybe_widened(obj):
+        return obj
+    if not isinstance(raw, str):
+        raw = bytes(raw).decode(json.detect_encoding(raw), "surrogatepass")
+    return _DECODER.decode(raw)
+
+
+_NOT_READ = object()
+_WIDENED = float(1 << 63)  # orjson reads integers in [-2**63, 2**64) as int, larger as float
+_NAMED_FIELDS = ("tenant_id", "window_start", "window_end", "observed_at")
+
+
+def _maybe_widened(obj) -> bool:
+    if type(obj) is dict:
+        return any(type(v) is float and abs(v) >= _WIDENED
+                   for v in map(obj.get, _NAMED_FIELDS))
+    return type(obj) is float and abs(obj) >= _WIDENED
 
 
 def _reject_constant(name: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -24,6 +25,33 @@ def ms_to_rfc3339(ms: int) -> str:
 
 def rfc3339_to_ms(text: str) -> int:
     """Parse an RFC 3339 timestamp; naive or non-UTC offsets are converted to UTC."""
+    m = _UTC_MS.fullmatch(text)
+    if m is not None:  # the common shape, its minute memoised: the same result, no datetime
+        minute, sec, frac = m.groups()
+        base = _minute_ms.get(minute)
+        if base is None:
+            base = _minute_start_ms(minute)
+        if base is not None and int(sec) < 60:
+            return base + int(sec) * 1000 + (int(frac.ljust(3, "0")) if frac else 0)
+    return _parsed_ms(text)
+
+
+_UTC_MS = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}):([0-9]{2})(?:\.([0-9]{1,3}))?Z")
+_minute_ms: dict[str, int] = {}
+
+
+def _minute_start_ms(minute: str) -> int | None:
+    try:
+        ms = _parsed_ms(minute + ":00Z")
+    except ValueError:
+        return None
+    if len(_minute_ms) >= 100_000:
+        _minute_ms.clear()
+    _minute_ms[minute] = ms
+    return ms
+
+
+def _parsed_ms(text: str) -> int:
     t = text.strip()
     if t.endswith(("Z", "z")):
         t = t[:-1] + "+00:00"

@@ -128,6 +128,7 @@ class TrainerState:
         self.paused = False
         self.batch: list[FeatureWindow] = []
         self.ready: list[list[FeatureWindow]] = []  # full batches, oldest first, not yet trained
+        self.ready_rows = 0  # windows in `ready`
         self.awaiting: OrderedDict[str, FeatureWindow] = OrderedDict()
         self.early_labels: OrderedDict[str, float] = OrderedDict()
         self.counters = {k: 0 for k in COUNTERS}
@@ -192,8 +193,7 @@ class TrainerState:
     def flush(self) -> TrainerOutput:
         """Train the ready batches and the partial one now (end of input)."""
         if self.batch:
-            self.ready.append(self.batch)
-            self.batch = []
+            self._batch_ready()
         return self.drain()
 
     def train_block(self, x: np.ndarray, y: np.ndarray, window_start: np.ndarray,
@@ -305,25 +305,26 @@ class TrainerState:
     # -- internals -------------------------------------------------------------------------
 
     def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
-        ready_rows = self._ready_rows()
+        ready_rows = self.ready_rows
         self.changes.mark(f"q/{self.queue_start + ready_rows + len(self.batch)}", new=True)
         self.batch.append(w)
         to_boundary = self.config.snapshot_interval - self.since_snapshot - ready_rows
         if len(self.batch) >= min(self.config.batch_size, to_boundary):
-            self.ready.append(self.batch)
-            self.batch = []
+            self._batch_ready()
             if (self.paused or len(self.ready) >= self.config.steps_per_call
                     or len(self.ready[-1]) == to_boundary):
                 return self._train_ready()
         return TrainerOutput()
 
-    def _ready_rows(self) -> int:
-        return sum(len(b) for b in self.ready)
+    def _batch_ready(self) -> None:
+        self.ready.append(self.batch)
+        self.ready_rows += len(self.batch)
+        self.batch = []
 
     def _train_ready(self) -> TrainerOutput:
         """Test then train every ready batch, in order (no snapshot boundary inside: `_enqueue`
         trains as soon as the ready rows reach it)."""
-        batches, self.ready = self.ready, []
+        batches, self.ready, self.ready_rows = self.ready, [], 0
         windows = [w for b in batches for w in b]
         for seq in range(self.queue_start, self.queue_start + len(windows)):
             self.changes.drop(f"q/{seq}")
@@ -402,27 +403,11 @@ class TrainerState:
                ends: np.ndarray) -> np.ndarray:
         """Test then train consecutive micro-batches of `sizes` rows (inputs as `_inputs` made
         them; `ends` each row's window_end) -- the one training step of the streaming and the
-        block paths: a leading run of equal batches in one TensorFlow call, the rest one by
-        one, each accounted. Returns the predictions made before each batch's update."""
-        learner = learner_for(self.model)
-        preds = np.empty(len(y), np.float32)
-        k = next((j for j, n in enumerate(sizes) if n != sizes[0]), len(sizes))
-        done = lo = 0
-        if k >= 2:
-            size, lo = sizes[0], k * sizes[0]
-            self.params, self.slots, losses, p = learner.update_many(
-                self.params, self.slots, self.step, x[:lo].reshape(k, size, -1),
-                y[:lo].reshape(k, size), self.config.learning_rate)
-            preds[:lo] = p.reshape(-1)
-            self._account(k, lo, float(losses[-1]), start, int(ends[:lo].max()))
-            done = k
-        for n in sizes[done:]:
-            hi = lo + n
-            self.params, self.slots, loss, p = learner.update(
-                self.params, self.slots, self.step, x[lo:hi], y[lo:hi], self.config.learning_rate)
-            preds[lo:hi] = np.asarray(p).reshape(-1)
-            self._account(1, n, loss, start, int(ends[lo:hi].max()))
-            lo = hi
+        block paths, in as few TensorFlow calls as model/network.STEPS allows, each batch
+        accounted. Returns the predictions made before each batch's update."""
+        self.params, self.slots, losses, preds = learner_for(self.model).train(
+            self.params, self.slots, self.step, x, y, sizes, self.config.learning_rate)
+        self._account(len(sizes), len(y), float(losses[-1]), start, int(ends.max()))
         return preds
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
@@ -509,12 +494,16 @@ class TrainerState:
         return [w for b in self.ready for w in b] + self.batch
 
     def _queued_at(self, i: int) -> FeatureWindow:
-        """`_queued()[i]` without building the list (a part is encoded per queued window)."""
-        for b in self.ready:
-            if i < len(b):
-                return b[i]
-            i -= len(b)
-        return self.batch[i]
+        """`_queued()[i]` without building the list (a part is encoded per queued window; the
+        one an event changes is nearly always among the newest, so look from the end)."""
+        j = i - self.ready_rows
+        if j >= 0:
+            return self.batch[j]
+        for b in reversed(self.ready):
+            j += len(b)
+            if j >= 0:
+                return b[j]
+        raise IndexError(i)
 
     def encode_part(self, key: str) -> bytes:
         if key == "m":  # (the part that never changes, pickled once; the rest)
@@ -608,6 +597,7 @@ class TrainerState:
         queued = meta["queued"]
         for size in meta["ready_sizes"]:
             ts.ready.append(queued[:size])
+            ts.ready_rows += size
             queued = queued[size:]
         ts.batch = queued
         for seq, wid, w in meta["awaiting"]:
