@@ -54,7 +54,6 @@ def _on_tf_thread(fn, args):
     if not _tf_thread_ident:
         _tf_thread_ident.append(threading.get_ident())
     return fn(*args)
-STEPS = 64  # micro-batches per training call: every call has this shape (Learner.train)
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7
 ADAGRAD_INIT = 0.1  # the accumulator's start (Keras' default): bounds the first steps
 FTRL_BETA = 1.0
@@ -172,24 +171,19 @@ class Learner:
         self.device = resolve_device(cfg.device)
         jit = cfg.jit == "on" or (cfg.jit == "auto" and self.device.startswith("/GPU"))
         self.jit = jit
-        # The training loop is compiled (XLA) unless jit is "off": measured here on the CPU, a
-        # 64-step call is 4x faster compiled (one fused loop instead of ~30 kernel launches a
-        # step); a single prediction is not (the per-call overhead wins).
-        self.jit_train = cfg.jit != "off"
         names = cfg.param_names
         head = cfg.head
 
         def forward(params, x):
             return forward_pass(head, params, x)
 
-        def loss_fn(params, x, y, mask, n):
-            # the mean over the batch's `n` real rows; padded rows (mask 0) add exact zeros
+        def loss_fn(params, x, y):
             pred, z, _ = forward(params, x)
             if head == "logistic":
-                per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
             else:
-                per_row = tf.square(pred - y)
-            return tf.reduce_sum(per_row * mask) / n, pred
+                loss = tf.reduce_mean(tf.square(pred - y))
+            return loss, pred
 
         optimizer, n_slots = cfg.optimizer, len(SLOTS[cfg.optimizer])
         penalties = [_ftrl_penalty(cfg, name) for name in names]
@@ -215,11 +209,11 @@ class Learner:
                          -shrunk / ((FTRL_BETA + tf.sqrt(n_new)) / lr + l2))
             return w, [z, n_new]
 
-        def update(params, slots, step, x, y, mask, n, lr):
+        def update(params, slots, step, x, y, lr):
             # slots: n_slots arrays per parameter, in param_names order
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                loss, pred = loss_fn(params, x, y, mask, n)
+                loss, pred = loss_fn(params, x, y)
             grads = tape.gradient(loss, params)
             t = tf.cast(step + 1, tf.float32)
             new_p, new_s = [], []
@@ -229,25 +223,17 @@ class Learner:
                 new_s += s_i
             return new_p, new_s, loss, pred
 
-        def train(params, slots, step, xs, ys, rows, k, lr):
-            # The first k of xs [STEPS, batch, width] as micro-batches of rows[i] real rows each,
-            # one optimizer step each, looped in the graph. Every call has the same shapes, so
-            # every step runs the same compiled code whatever the call's k: the weights do not
-            # depend on how the steps were grouped into calls.
-            batch = tf.shape(xs)[1]
-            losses = tf.zeros([STEPS], tf.float32)
-            preds = tf.zeros(tf.shape(ys), tf.float32)
-            i = tf.constant(0)
-            while i < k:  # a while loop on a tensor (not tf.range: XLA would compile per k)
-                n = rows[i]
-                mask = tf.cast(tf.range(batch) < n, tf.float32)
+        def update_many(params, slots, step, xs, ys, lr):
+            # k equal micro-batches in one call: the same step as `update`, looped in the graph
+            k = tf.shape(xs)[0]
+            losses = tf.TensorArray(tf.float32, size=k)
+            preds = tf.TensorArray(tf.float32, size=k)
+            for i in tf.range(k):
                 params, slots, loss, pred = update(params, slots, step + tf.cast(i, tf.int64),
-                                                   xs[i], ys[i], mask, tf.cast(n, tf.float32),
-                                                   lr)
-                losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
-                preds = tf.tensor_scatter_nd_update(preds, [[i]], [pred])
-                i += 1
-            return params, slots, losses, preds
+                                                   xs[i], ys[i], lr)
+                losses = losses.write(i, loss)
+                preds = preds.write(i, pred)
+            return params, slots, losses.stack(), preds.stack()
 
         def predict(params, x):
             pred, _, h = forward(params, x)
@@ -256,49 +242,41 @@ class Learner:
         shapes = [tf.TensorSpec(p.shape, tf.float32) for p in init_params(cfg).values()]
         slot_shapes = [s for s in shapes for _ in range(n_slots)]
         x_spec = tf.TensorSpec([None, cfg.input_width], tf.float32)
-        self._train = tf.function(train, jit_compile=self.jit_train, input_signature=[
+        y_spec = tf.TensorSpec([None], tf.float32)
+        self._update = tf.function(update, jit_compile=jit, reduce_retracing=True, input_signature=[
+            shapes, slot_shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
+            tf.TensorSpec([], tf.float32)])
+        self._update_many = tf.function(update_many, jit_compile=jit, input_signature=[
             shapes, slot_shapes, tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([STEPS, None, cfg.input_width], tf.float32),
-            tf.TensorSpec([STEPS, None], tf.float32), tf.TensorSpec([STEPS], tf.int32),
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
+            tf.TensorSpec([None, None, cfg.input_width], tf.float32),
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)])
         self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec])
         self._names = names
         self._slot_keys = [f"{sl}_{k}" for k in names for sl in SLOTS[optimizer]]
         self._tf = tf
 
-    def train(self, params: dict, slots: dict, step: int, x: np.ndarray, y: np.ndarray,
-              sizes: list[int], lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-        """Consecutive micro-batches of `sizes` rows (x [sum(sizes), width], y [sum(sizes)]),
-        one optimizer step each, in calls of at most STEPS steps. Returns new params, new
-        slots, each step's loss, and the predictions made *before* the step that trained each
-        row (the shadow predictions of test-then-train). Bit for bit the same however the same
-        micro-batches are split between calls."""
-        batch = max(sizes)
-        losses, preds = np.empty(len(sizes), np.float32), np.empty(len(y), np.float32)
-        row = 0
-        for first in range(0, len(sizes), STEPS):
-            chunk = sizes[first:first + STEPS]
-            xs = np.zeros((STEPS, batch, x.shape[1]), np.float32)
-            ys = np.zeros((STEPS, batch), np.float32)
-            at = row
-            for i, n in enumerate(chunk):
-                xs[i, :n], ys[i, :n] = x[at:at + n], y[at:at + n]
-                at += n
-            rows = np.zeros(STEPS, np.int32)
-            rows[:len(chunk)] = chunk
-            params, slots, loss, pred = tf_call(self._call_train, params, slots, step + first,
-                                                xs, ys, rows, len(chunk), lr)
-            losses[first:first + len(chunk)] = loss[:len(chunk)]
-            for i, n in enumerate(chunk):
-                preds[row:row + n] = pred[i, :n]
-                row += n
-        return params, slots, losses, preds
+    def update(self, params: dict, slots: dict, step: int, x: np.ndarray, y: np.ndarray,
+               lr: float) -> tuple[dict, dict, float, np.ndarray]:
+        """One optimizer step on a micro-batch. Returns new params, new slots, the batch loss and the
+        predictions made *before* the step (the shadow predictions of test-then-train)."""
+        new_params, new_slots, loss, pred = tf_call(self._step, self._update, params, slots,
+                                                    step, x, y, lr)
+        return new_params, new_slots, float(loss), pred
 
-    def _call_train(self, params, slots, step, xs, ys, rows, k, lr):
+    def update_many(self, params: dict, slots: dict, step: int, xs: np.ndarray, ys: np.ndarray,
+                    lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+        """`len(xs)` optimizer steps on equal micro-batches xs [k, batch, width], ys [k, batch] in one
+        TensorFlow call (a graph loop: no per-step Python or thread hand-off). The same arithmetic
+        as k `update` calls; returns new params, new slots, the k losses and the predictions
+        [k, batch] made before each step."""
+        return tf_call(self._step, self._update_many, params, slots, step, xs, ys, lr)
+
+    def _step(self, fn, params, slots, step, x, y, lr):
         with self._tf.device(self.device):
-            p, s, loss, pred = self._train(
+            p, s, loss, pred = fn(
                 [params[k] for k in self._names], [slots[k] for k in self._slot_keys],
-                np.int64(step), xs, ys, rows, np.int32(k), np.float32(lr))
+                np.int64(step), np.asarray(x, np.float32), np.asarray(y, np.float32),
+                np.float32(lr))
         return ({k: t.numpy() for k, t in zip(self._names, p)},
                 {k: t.numpy() for k, t in zip(self._slot_keys, s)}, loss.numpy(), pred.numpy())
 

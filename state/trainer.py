@@ -403,11 +403,27 @@ class TrainerState:
                ends: np.ndarray) -> np.ndarray:
         """Test then train consecutive micro-batches of `sizes` rows (inputs as `_inputs` made
         them; `ends` each row's window_end) -- the one training step of the streaming and the
-        block paths, in as few TensorFlow calls as model/network.STEPS allows, each batch
-        accounted. Returns the predictions made before each batch's update."""
-        self.params, self.slots, losses, preds = learner_for(self.model).train(
-            self.params, self.slots, self.step, x, y, sizes, self.config.learning_rate)
-        self._account(len(sizes), len(y), float(losses[-1]), start, int(ends.max()))
+        block paths: a leading run of equal batches in one TensorFlow call, the rest one by
+        one, each accounted. Returns the predictions made before each batch's update."""
+        learner = learner_for(self.model)
+        preds = np.empty(len(y), np.float32)
+        k = next((j for j, n in enumerate(sizes) if n != sizes[0]), len(sizes))
+        done = lo = 0
+        if k >= 2:
+            size, lo = sizes[0], k * sizes[0]
+            self.params, self.slots, losses, p = learner.update_many(
+                self.params, self.slots, self.step, x[:lo].reshape(k, size, -1),
+                y[:lo].reshape(k, size), self.config.learning_rate)
+            preds[:lo] = p.reshape(-1)
+            self._account(k, lo, float(losses[-1]), start, int(ends[:lo].max()))
+            done = k
+        for n in sizes[done:]:
+            hi = lo + n
+            self.params, self.slots, loss, p = learner.update(
+                self.params, self.slots, self.step, x[lo:hi], y[lo:hi], self.config.learning_rate)
+            preds[lo:hi] = np.asarray(p).reshape(-1)
+            self._account(1, n, loss, start, int(ends[lo:hi].max()))
+            lo = hi
         return preds
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
