@@ -23,6 +23,7 @@ test-flink: flink-env prometheus
 
 bench: flink-env beam-env
 	$(FLINK)/bin/python bench/throughput.py
+	$(FLINK)/bin/python bench/cluster_scaling.py
 	$(BEAM)/bin/python bench/backfill.py
 	$(FLINK)/bin/python bench/freshness.py
 	$(FLINK)/bin/python bench/report.py --markdown bench/results/bench.md

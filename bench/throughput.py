@@ -14,6 +14,8 @@ Rows (windows/s; "ratio" is against the row named in "vs"):
   core, dense tenant          1 tenant, windows 10 ms apart (it holds ~500 windows and
                               remembers ~6,000 ids), against 4 tenants 1 s apart
   upm flink job, dense tenant the same dense stream through the Flink job, steady state
+  upm flink job, 1000 tenants the same windows as the p=1 row, each tenant's windows dealt
+                              round-robin to 250 sub-tenants (1,000 in all), steady state
   upm flink job, 10k tenants  10,000 tenants x 20 windows, end to end, against the 4-tenant
                               job end to end on as many windows; with the JVM's peak RSS and
                               the state bytes one tenant's parts hold (state/parts.py)
@@ -74,6 +76,33 @@ def tenant_state_bytes(lines, cfg) -> float:
     sizes = [sum(len(k) + len(v) for k, v in TenantPipeline.parts(t.pipeline).items())
              for t in run.tenants.values()]
     return sum(sizes) / len(sizes)
+
+
+def dealt(lines: list[str], ways: int) -> list[str]:
+    """The same windows as `ways` times as many tenants: each tenant's windows (and feedback)
+    dealt round-robin, in arrival order, to sub-tenants `<tenant>.<i>`. A feedback record goes
+    where its window went; lines that do not parse stay as they are."""
+    dealt_to: dict[tuple[str, str], str] = {}
+    turn: dict[str, int] = {}
+    out = []
+    for line in lines:
+        try:
+            d = json.loads(line)
+            tenant, wid = d["tenant_id"], d["window_id"]
+        except (ValueError, KeyError, TypeError):
+            out.append(line)
+            continue
+        if not isinstance(tenant, str) or not isinstance(wid, str):
+            out.append(line)
+            continue
+        sub = dealt_to.get((tenant, wid))
+        if sub is None:
+            i = turn.get(tenant, 0)
+            turn[tenant] = i + 1
+            sub = dealt_to[(tenant, wid)] = f"{tenant}.{i % ways}"
+        d["tenant_id"] = sub
+        out.append(json.dumps(d))
+    return out
 
 
 def labeled_rows(lines):
@@ -158,8 +187,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             root = Path(d)
             files = {}
+            ways = 1000 // n_spec.tenants
             for name, lines in (("n", lines_n), ("k", lines_k), ("dense-n", lines_dense_n),
-                                ("dense-k", lines_dense), ("many", lines_many)):
+                                ("dense-k", lines_dense), ("many", lines_many),
+                                ("dealt-n", dealt(lines_n, ways)),
+                                ("dealt-k", dealt(lines_k, ways))):
                 files[name] = root / f"{name}.jsonl"
                 files[name].write_text("\n".join(lines) + "\n")
 
@@ -173,6 +205,7 @@ def main() -> None:
             upm1, upm1_n, upm1_k = steady("upm", 1)
             upm2, _, _ = steady("upm", 2)
             dense_rate, _, _ = steady("upm", 1, "dense-n", "dense-k")
+            dealt_rate, _, _ = steady("upm", 1, "dealt-n", "dealt-k")
             many_run = flink_run("upm", files["many"], root / "many", 1)
         many_rate = len(lines_many) / many_run["seconds"]
         four_rate = len(lines_k) / upm1_k["seconds"]
@@ -188,6 +221,8 @@ def main() -> None:
                   len(lines_n) / upm1_n["seconds"], "upm flink job, p=1"),
                  ("upm flink job, 1 dense tenant (10 ms apart), p=1", dense_rate,
                   "upm flink job, p=1"),
+                 (f"upm flink job, the same windows as {ways * n_spec.tenants} tenants, p=1",
+                  dealt_rate, "upm flink job, p=1"),
                  (f"upm flink job, 4 tenants, with start-up ({len(lines_k)} windows)", four_rate,
                   ""),
                  (f"upm flink job, {args.many_tenants} tenants x 20, with start-up", many_rate,

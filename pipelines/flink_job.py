@@ -144,7 +144,7 @@ def _keyed_by_tenant_in_event_time(parsed: DataStream, watermarks: WatermarkStra
              .name("Remove-Timestamp"))
     return KeyedStream(timed.keyBy(jvm.KeyByKeySelector(),
                                    Types.ROW([Types.STRING()]).get_java_type_info()),
-                       Types.PICKLED_BYTE_ARRAY(), parsed)
+                       fn.ELEMENT_TYPE, parsed)
 
 
 def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:

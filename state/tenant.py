@@ -18,6 +18,8 @@ Order of work, the same as three operators chained by watermarks would give:
   then judges every drift boundary whose evaluation time is at or before t, in boundary order;
 - `on_quiet(t)` releases everything held, then does what a timer at t does;
 - `end` releases everything held, trains the partial batch, then judges every boundary left.
+An engine may hand over a tenant's arrivals in batches (`on_records`), provided it does so before
+any timer of the tenant fires: the outcome is that of one call per arrival.
 
 State. `drain_changes()` gives the parts changed since the last call (state/parts.py), each
 part name prefixed by its step ("r." replay, "t." trainer, "d." drift); `from_parts` rebuilds
@@ -120,6 +122,20 @@ class TenantPipeline:
     def on_feedback(self, fb: Feedback) -> TenantOutput:
         out, before = TenantOutput(), self._progress()
         self._train(out, fb)
+        return self._counted(out, before)
+
+    def on_records(self, records) -> TenantOutput:
+        """Windows and feedback in arrival order, as one output: the decisions and records of
+        `on_window`/`on_feedback` called one by one (records of one kind in the same order)."""
+        out, before = TenantOutput(), self._progress()
+        for rec in records:
+            if isinstance(rec, Feedback):
+                self._train(out, rec)
+                continue
+            replay = self.replay.add(rec)
+            out.replay.extend(replay)
+            for r in replay.released:
+                self._train(out, r)
         return self._counted(out, before)
 
     def on_timer(self, time: int) -> TenantOutput:

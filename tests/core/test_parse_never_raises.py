@@ -122,3 +122,38 @@ def test_lone_surrogates_survive_into_a_writable_dead_letter():
     dl = dead_letter(raw + "\ud800", _reason(raw), "t", 0)
     dl.to_json().encode("utf-8")
     assert dl.tenant_id is None
+
+
+def _parsed_by_json_only(raw, monkeypatch):
+    """What the parser gives with its C decoder (orjson) switched off: the `json` path."""
+    import orjson
+
+    def refuse(_):
+        raise orjson.JSONDecodeError("off", "", 0)
+
+    with monkeypatch.context() as m:
+        m.setattr("state.parse.orjson.loads", refuse)
+        return parse_message(raw)
+
+
+fast_path_inputs = (
+    st.builds(json.dumps, json_values)
+    | st.builds(lambda changes: json.dumps({**GOOD, **changes}),
+                st.dictionaries(st.sampled_from(sorted(GOOD) + ["observed_at"]),
+                                field_values | st.integers(min_value=-(1 << 70),
+                                                           max_value=1 << 70), max_size=4))
+    | st.builds(lambda f: json.dumps({**GOOD, "features": f}),
+                st.dictionaries(st.text(max_size=8), json_values | st.integers(
+                    min_value=-(1 << 1100), max_value=1 << 1100), max_size=6))
+    | st.builds(lambda t: json.dumps(GOOD).encode("utf-16") if t else json.dumps(GOOD).encode(),
+                st.booleans())
+    | st.text(max_size=200) | st.binary(max_size=200))
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow,
+                                                   HealthCheck.function_scoped_fixture])
+@given(fast_path_inputs)
+def test_the_c_decoder_changes_no_result_and_no_reason(monkeypatch, raw):
+    """orjson is only a faster way to the result `json` gives: the same record, or the same
+    reason word for word (integers past 64 bits, NaN, other encodings, lone surrogates)."""
+    assert parse_message(raw) == _parsed_by_json_only(raw, monkeypatch)

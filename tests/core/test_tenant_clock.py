@@ -9,6 +9,7 @@ import dataclasses
 from hypothesis import given, settings, strategies as st
 
 from runners.embedded import DEMO_SCENARIO, demo_config
+from state.config import UpmConfig
 from state.parse import parse_message
 from state.records import Feedback
 from state.scenario import generate
@@ -67,3 +68,45 @@ def test_a_quiet_tenant_releases_what_it_holds_in_order():
     assert len(out.replay.released) == held and p.replay.held == 0
     ends = [w.window_end for w in out.replay.released]
     assert ends == sorted(ends)
+
+
+# Snapshots and drift judgements within the 400 windows.
+BATCH_CONFIG = UpmConfig.from_dict({"trainer": {"snapshot_interval": 50},
+                                    "drift": {"window_duration_ms": 120_000, "sample_size": 20}},
+                                   demo_config())
+
+
+def run_in_batches(cuts: set[int], timers: set[int]) -> tuple:
+    """Feed RECORDS as batches (`on_records`) that end before each index in `cuts`, with a drift
+    timer before each index in `timers` (a subset of `cuts`: an engine hands a batch over before
+    a timer fires); the whole outcome, snapshots and drift records included."""
+    p = TenantPipeline.new(RECORDS[0].tenant_id, BATCH_CONFIG)
+    outs, batch = [], []
+    for i, rec in enumerate(RECORDS):
+        if i in cuts and batch:
+            outs.append(p.on_records(batch))
+            batch = []
+        if i in timers:
+            outs.append(p.on_timer(rec.event_time - 60_000))
+        batch.append(rec)
+    outs.append(p.on_records(batch))
+    outs.append(p.end())
+    return ([w.window_id for o in outs for w in o.replay.released],
+            [d.shadow_prediction for o in outs for d in o.deltas],
+            [(s.manifest["version"], s.manifest["windows_trained"],
+              {k: v.tobytes() for k, v in s.arrays.items()}) for o in outs for s in o.snapshots],
+            [(d.window_end, d.drift_p95, d.sample_count) for o in outs for d in o.drift.scores],
+            [q.drift_window_id for o in outs for q in o.drift.quarantines],
+            sum(o.trained for o in outs), dict(p.replay.counters), dict(p.trainer.counters))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sets(st.integers(1, len(RECORDS) - 1), max_size=30), st.data())
+def test_arrivals_in_batches_decide_as_one_at_a_time(cuts, data):
+    """An engine may hand a tenant's arrivals over in batches (the Flink job does): any split,
+    with timers between batches, gives what one call per arrival with the same timers gives."""
+    timers = data.draw(st.sets(st.sampled_from(sorted(cuts)))) if cuts else set()
+    every = set(range(len(RECORDS)))
+    one_by_one = run_in_batches(every, timers)
+    assert one_by_one[2] and one_by_one[3], "snapshots are cut and drift is judged"
+    assert run_in_batches(cuts, timers) == one_by_one

@@ -3,46 +3,70 @@ object's bytes, Flink event-time timers call the core's time methods, a processi
 tells the core a tenant went quiet, and the core's outputs become the main output or side
 outputs (JSON lines). All logic lives in `state/`.
 
-Elements from Parse to the TenantFunction are `(kind, record)` tuples (kind is "window" or
-"feedback") inside Parse's typed key/event-time envelope (PARSED_TYPE); from the TenantFunction
-to the SnapshotWriter, core Snapshots. PyFlink pickles the Python values.
+Elements from Parse to the TenantFunction are records as text (`element_text`) inside Parse's
+typed key/event-time envelope (PARSED_TYPE); from the TenantFunction to the SnapshotWriter, core
+Snapshots, which PyFlink pickles.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
 import time
 
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
-from pyflink.datastream.state import MapStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
-from state.records import RECORD_KINDS, Feedback
+from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
 from state.trainer import FRESHNESS_SLO_MS
 from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
+# A tenant's arrivals wait in keyed state and are handed to its pipeline together: when the
+# watermark next moves, after FLUSH_ROWS of them, or after FLUSH_AFTER_MS of processing time.
+FLUSH_ROWS = 256
+FLUSH_AFTER_MS = 1000
 
 # One side output per record kind (state/records.py); all carry JSON text.
 TAGS = {kind: OutputTag(kind, Types.STRING()) for kind in RECORD_KINDS}
 DEAD_LETTERS, STATS, REFUSALS = TAGS["dead_letters"], TAGS["stats"], TAGS["refusals"]
 
 
-# Parse's main output: ((tenant_id, ("window"|"feedback", record)), event_time), typed so the
-# job takes the key and the event time in Java (pipelines/flink_job.py).
-KEYED_TYPE = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+# Parse's main output: ((tenant_id, element_text(record)), event_time), typed so the job takes
+# the key and the event time in Java (pipelines/flink_job.py).
+ELEMENT_TYPE = Types.STRING()
+KEYED_TYPE = Types.ROW([Types.STRING(), ELEMENT_TYPE])
 PARSED_TYPE = Types.TUPLE([KEYED_TYPE, Types.LONG()])
 
 
+def element_text(rec: FeatureWindow | Feedback) -> str:
+    """A parsed record as Parse hands it to the tenant operator and its buffer keeps it: a pickle
+    of plain values as base64 text. A Flink STRING crosses between Java and Python as it is,
+    where a pickled-object type is pickled again at every crossing (the buffer's included)."""
+    if isinstance(rec, Feedback):
+        fields = ("f", rec.window_id, rec.tenant_id, rec.label, rec.observed_at)
+    else:
+        fields = ("w", rec.window_id, rec.tenant_id, rec.window_start, rec.window_end,
+                  rec.features, rec.label)
+    return base64.b64encode(pickle.dumps(fields, 5)).decode("ascii")
+
+
+def element_of(text: str) -> FeatureWindow | Feedback:
+    kind, *fields = pickle.loads(base64.b64decode(text))
+    return Feedback(*fields) if kind == "f" else FeatureWindow(*fields)
+
+
 class Parse(ProcessFunction):
-    """JSON text -> ((tenant, ("window"|"feedback", record)), event_time); anything bad ->
-    DeadLetter side output."""
+    """JSON text -> ((tenant, element_text(record)), event_time); anything bad -> DeadLetter
+    side output."""
 
     def __init__(self, source_name: str, max_features: int):
         self.source_name = source_name
@@ -59,8 +83,7 @@ class Parse(ProcessFunction):
             parsed = parse_message(value, self.max_features)
             if parsed.ok:
                 rec = parsed.record
-                kind = "feedback" if isinstance(rec, Feedback) else "window"
-                yield Row(rec.tenant_id, (kind, rec)), rec.event_time
+                yield Row(rec.tenant_id, element_text(rec)), rec.event_time
                 return
             out = dead_letter(value, parsed.reason, self.source_name, _now_ms()).to_json()
         except Exception as e:  # last resort: no single message may fail the job
@@ -77,6 +100,14 @@ class TenantFunction(KeyedProcessFunction):
     """A tenant's whole path (state/tenant.py: ReplayBuffer -> Trainer -> DriftWindow) in one
     keyed operator. Main output: Snapshots (for the SnapshotWriter); records on side outputs.
 
+    Arrivals are batched per tenant: each is appended to a ListState (`buffer`, so a checkpoint
+    holds what was accepted and not yet processed) and the pipeline takes them together
+    (`on_records`), with one state write, one timer update and one metrics push per batch
+    instead of per window. A batch is taken before any timer of the tenant fires (a flush
+    timer at the watermark + 1 fires first whenever the watermark moves), so every decision is
+    the one a window-at-a-time operator would make; also after FLUSH_ROWS arrivals and after
+    FLUSH_AFTER_MS of processing time, so a stalled watermark does not hold windows back.
+
     Keyed state is one MapState of the pipeline's parts: after each event only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
     the whole object. The live pipelines are kept in `self.live`; the cache cannot go stale:
@@ -92,6 +123,7 @@ class TenantFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self.state = runtime_context.get_map_state(MapStateDescriptor(
             "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", ELEMENT_TYPE))
         g = runtime_context.get_metrics_group().add_group("upm")
         self.c = {k: counter(g, k) for k in
                   ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
@@ -105,6 +137,13 @@ class TenantFunction(KeyedProcessFunction):
         self._last_window_at: dict[str, int] = {}
         self._quiet_at: dict[str, int] = {}
         self._counts = dict.fromkeys(self.c, 0)  # pushed to the Flink counters after each event
+        # Per tenant, the records buffered since its last flush, as read (the buffer state is
+        # read instead for a tenant this instance has not flushed yet: after a restore it may
+        # hold arrivals from before), and the flush timers armed (event time, processing time).
+        self._buffered: dict[str, list] = {}
+        self._flushed: set[str] = set()
+        self._flush_at: dict[str, int] = {}
+        self._flush_wall_at: dict[str, int] = {}
 
     def _load(self, tenant: str) -> TenantPipeline:
         p = self.live.get(tenant)
@@ -136,25 +175,65 @@ class TenantFunction(KeyedProcessFunction):
                 self._counts[name] = 0
 
     def process_element(self, value, ctx):
-        kind, rec = value
-        p = self._load(rec.tenant_id)
+        rec = element_of(value)
+        tenant = rec.tenant_id
+        self.buffer.add(value)
+        held = self._buffered.get(tenant)
+        if held is None:
+            held = self._buffered[tenant] = []
+        held.append(rec)
+        if len(held) >= FLUSH_ROWS:
+            yield from self._flush(tenant, ctx)
+        elif len(held) == 1:
+            self._arm_flush(tenant, ctx)
+
+    def _arm_flush(self, tenant: str, ctx) -> None:
+        service = ctx.timer_service()
+        watermark = service.current_watermark()
+        if tenant not in self._flush_at and watermark < END_OF_INPUT - 1:
+            self._flush_at[tenant] = watermark + 1
+            service.register_event_time_timer(watermark + 1)
+        if tenant not in self._flush_wall_at:
+            self._flush_wall_at[tenant] = _now_ms() + FLUSH_AFTER_MS
+            service.register_processing_time_timer(self._flush_wall_at[tenant])
+
+    def _flush(self, tenant: str, ctx):
+        """Hand the tenant's buffered arrivals to its pipeline, in arrival order."""
+        held = self._buffered.get(tenant)
+        if tenant not in self._flushed:
+            self._flushed.add(tenant)
+            held = [element_of(v) for v in self.buffer.get()]
+        if not held:
+            return
+        self._buffered[tenant] = []
+        self.buffer.clear()
+        p = self._load(tenant)
         if p.is_new:
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-        if kind == "feedback":
-            self._count("feedback_in")
-            out = p.on_feedback(rec)
-        else:
-            self._count("windows_in")
-            out = p.on_window(rec)
-            self._last_window_at[p.tenant_id] = _now_ms()
-        yield from self._finish(p, out, ctx)
+        feedback = sum(1 for rec in held if isinstance(rec, Feedback))
+        self._count("windows_in", len(held) - feedback)
+        self._count("feedback_in", feedback)
+        if feedback < len(held):
+            self._last_window_at[tenant] = _now_ms()
+        yield from self._finish(p, p.on_records(held), ctx)
 
     def on_timer(self, timestamp, ctx):
-        p = self._load(ctx.get_current_key())
+        tenant = ctx.get_current_key()
+        yield from self._flush(tenant, ctx)  # what arrived before this timer, first
+        p = self._load(tenant)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            if self._flush_wall_at.get(tenant) == timestamp:
+                del self._flush_wall_at[tenant]
+                if self._quiet_at.get(tenant) != timestamp:
+                    return
             yield from self._on_quiet_timer(p, timestamp, ctx)
             return
-        self._armed.get(p.tenant_id, set()).discard(timestamp)
+        armed = self._armed.get(tenant, set())
+        if self._flush_at.get(tenant) == timestamp:
+            del self._flush_at[tenant]
+            if timestamp not in armed and timestamp != END_OF_INPUT:
+                return  # a flush timer only
+        armed.discard(timestamp)
         if timestamp == END_OF_INPUT:
             yield from self._finish(p, p.end(), ctx, arm=False)
             for stats in p.end_stats():
