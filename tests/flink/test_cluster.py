@@ -143,7 +143,9 @@ def test_taskmanager_kill_recovers_exactly_once(cluster, tmp_path):
     from state.config import UpmConfig
 
     spec = cluster
-    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=1500, seed=5))
+    # Long enough that the job is still running when the kill comes (the job trains the first
+    # 500 windows within seconds; the whole input takes several times that).
+    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=6000, seed=5))
     src = tmp_path / "windows.jsonl"
     src.write_text("\n".join(lines) + "\n")
     store = tmp_path / "store"
@@ -258,7 +260,9 @@ def test_kafka_exactly_once_across_a_taskmanager_kill(cluster, broker, tmp_path)
     from runners.flink_progress import upm_counters
 
     spec = cluster
-    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=1500, seed=5))
+    # Long enough that the job is still running when the kill comes (the job trains the first
+    # 500 windows within seconds; the whole input takes several times that).
+    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=6000, seed=5))
     kinds = ("snapshots", "quarantines", "dead_letters", "duplicates", "late", "shadow_deltas",
              "drift_scores", "gaps", "stats", "rollbacks", "refusals")
     create_topics(broker, ["kill.windows"], partitions=2)
