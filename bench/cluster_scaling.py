@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.ports import free_port  # noqa: E402
 from runners import flink_cluster as fc  # noqa: E402
+from pipelines.summary import summarize  # noqa: E402
 from runners.embedded import DEMO_SCENARIO  # noqa: E402
 from state.scenario import generate  # noqa: E402
 
@@ -54,7 +55,7 @@ def finished_seconds(spec: fc.ClusterSpec, job_id: str, timeout_s: float = 1800)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tenants", type=int, default=32)
-    ap.add_argument("--windows-per-tenant", type=int, default=500)
+    ap.add_argument("--windows-per-tenant", type=int, default=2000)
     ap.add_argument("--scale", type=int, default=5)
     args = ap.parse_args()
     spec_n = dataclasses.replace(DEMO_SCENARIO, tenants=args.tenants,
@@ -80,6 +81,9 @@ def main() -> None:
                 for name in ("n", "k"):
                     store = root / f"store-p{p}-{name}"
                     took[name] = finished_seconds(cluster, submit(cluster, store, files[name], p))
+                    trained = summarize(store / "records")["totals"]["trained"]
+                    if trained < sizes[name] // 2:
+                        raise SystemExit(f"p={p}: {trained} of {sizes[name]} windows trained")
                 rates[p] = (sizes["k"] - sizes["n"]) / (took["k"] - took["n"])
                 print(f"p={p}: {sizes['n']} windows in {took['n']:.1f} s, {sizes['k']} in "
                       f"{took['k']:.1f} s: {rates[p]:.0f} windows/s steady")
