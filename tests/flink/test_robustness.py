@@ -144,6 +144,9 @@ def test_the_job_survives_fuzzed_input_and_metric_polling(fuzzed_run):
     _, _, _, proc, poller = fuzzed_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SIGSEGV" not in proc.stdout + proc.stderr
+    # --parallelism 2 on the mini-cluster runs, and says in one line that it adds no cores
+    notes = [line for line in proc.stdout.splitlines() if "adds no cores" in line]
+    assert len(notes) == 1 and "upm flink up --taskmanagers 2" in notes[0], proc.stdout[:2000]
     # the poller did read, the tenant values too
     assert poller.reads > 20 and poller.saw_tenant_values > 0, poller.errors
 

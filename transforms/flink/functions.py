@@ -108,7 +108,7 @@ class TenantFunction(KeyedProcessFunction):
     the one a window-at-a-time operator would make; also after FLUSH_ROWS arrivals and after
     FLUSH_AFTER_MS of processing time, so a stalled watermark does not hold windows back.
 
-    Keyed state is one MapState of the pipeline's parts: after each event only the parts it
+    Keyed state is one MapState of the pipeline's parts: after each batch only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
     the whole object. The live pipelines are kept in `self.live`; the cache cannot go stale:
     only this subtask writes its keys' state, and after any restore Flink opens a fresh
@@ -136,7 +136,7 @@ class TenantFunction(KeyedProcessFunction):
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
         self._last_window_at: dict[str, int] = {}
         self._quiet_at: dict[str, int] = {}
-        self._counts = dict.fromkeys(self.c, 0)  # pushed to the Flink counters after each event
+        self._counts = dict.fromkeys(self.c, 0)  # pushed to the Flink counters after each batch
         # Per tenant, the records buffered since its last flush, as read (the buffer state is
         # read instead for a tenant this instance has not flushed yet: after a restore it may
         # hold arrivals from before), and the flush timers armed (event time, processing time).
