@@ -71,6 +71,8 @@ def _limit_threads() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError:  # the runtime already started (TensorFlow used before UPM's first call)
         pass
+
+
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7
 ADAGRAD_INIT = 0.1  # the accumulator's start (Keras' default): bounds the first steps
 FTRL_BETA = 1.0

@@ -140,6 +140,14 @@ class Feedback(Record):
     def event_time(self) -> int:
         return self.observed_at
 
+    def to_state(self) -> bytes:
+        """Compact bytes for engine state (as FeatureWindow.to_state; not a wire format)."""
+        return pickle.dumps((self.window_id, self.tenant_id, self.label, self.observed_at), 5)
+
+    @classmethod
+    def from_state(cls, blob: bytes) -> "Feedback":
+        return cls(*pickle.loads(blob))
+
 
 @dataclass(frozen=True)
 class DeadLetter(Record):

@@ -113,20 +113,14 @@ class TenantPipeline:
     # -- events ----------------------------------------------------------------------------
 
     def on_window(self, w: FeatureWindow) -> TenantOutput:
-        out, before = TenantOutput(), self._progress()
-        out.replay = self.replay.add(w)
-        for r in out.replay.released:
-            self._train(out, r)
-        return self._counted(out, before)
+        return self.on_records((w,))
 
     def on_feedback(self, fb: Feedback) -> TenantOutput:
-        out, before = TenantOutput(), self._progress()
-        self._train(out, fb)
-        return self._counted(out, before)
+        return self.on_records((fb,))
 
     def on_records(self, records) -> TenantOutput:
         """Windows and feedback in arrival order, as one output: the decisions and records of
-        `on_window`/`on_feedback` called one by one (records of one kind in the same order)."""
+        one call per arrival (records of one kind in the same order)."""
         out, before = TenantOutput(), self._progress()
         for rec in records:
             if isinstance(rec, Feedback):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import pickle
 import time
 
 from pyflink.common import Row, Types
@@ -48,20 +47,17 @@ PARSED_TYPE = Types.TUPLE([KEYED_TYPE, Types.LONG()])
 
 
 def element_text(rec: FeatureWindow | Feedback) -> str:
-    """A parsed record as Parse hands it to the tenant operator and its buffer keeps it: a pickle
-    of plain values as base64 text. A Flink STRING crosses between Java and Python as it is,
-    where a pickled-object type is pickled again at every crossing (the buffer's included)."""
-    if isinstance(rec, Feedback):
-        fields = ("f", rec.window_id, rec.tenant_id, rec.label, rec.observed_at)
-    else:
-        fields = ("w", rec.window_id, rec.tenant_id, rec.window_start, rec.window_end,
-                  rec.features, rec.label)
-    return base64.b64encode(pickle.dumps(fields, 5)).decode("ascii")
+    """A parsed record as Parse hands it to the tenant operator and its buffer keeps it: its
+    state bytes (`to_state`) after a kind byte, as base64 text. A Flink STRING crosses between
+    Java and Python as it is, where a pickled-object type is pickled again at every crossing
+    (the buffer's included)."""
+    kind = b"f" if isinstance(rec, Feedback) else b"w"
+    return base64.b64encode(kind + rec.to_state()).decode("ascii")
 
 
 def element_of(text: str) -> FeatureWindow | Feedback:
-    kind, *fields = pickle.loads(base64.b64decode(text))
-    return Feedback(*fields) if kind == "f" else FeatureWindow(*fields)
+    blob = base64.b64decode(text)
+    return (Feedback if blob[:1] == b"f" else FeatureWindow).from_state(blob[1:])
 
 
 class Parse(ProcessFunction):
