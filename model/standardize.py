@@ -101,20 +101,68 @@ def transform_batches(stats: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
     """Consecutive micro-batches of x, y (row counts `sizes`), each transformed by the
     statistics of those before it, then counted. Returns the transformed rows, the targets
     (standardized too with `scale_target`), the (mean, std) each row's prediction is to be
-    scaled back with, and the new statistics."""
-    xs = np.empty_like(x, dtype=np.float32)
-    ys = np.array(y, np.float32)
-    back = np.empty((len(y), 2), np.float64)
-    lo = 0
-    for size in sizes:
-        hi = lo + size
-        xs[lo:hi] = transform(stats, x[lo:hi])
-        mean, std = target_scale(stats) if scale_target else (0.0, 1.0)
-        ys[lo:hi] = ((np.asarray(y[lo:hi], np.float64) - mean) / std).astype(np.float32)
-        back[lo:hi] = (mean, std)
-        stats = update(stats, x[lo:hi], y[lo:hi])
-        lo = hi
-    return xs, ys, back, stats
+    scaled back with, and the new statistics.
+
+    All batches at once, with the arithmetic of counting them one by one (`update`, then
+    `transform`): a batch's sums add its rows as `update` does, and the running statistics add
+    the batches in order (a cumulative sum), so every value is bit for bit the same. Only the
+    coordinates that ever held a value are computed: hashed rows are sparse, and a coordinate
+    with no value yet has sums of 0, so 1 / std of 0 and transformed values of 0."""
+    sizes = np.asarray(sizes, np.int64)
+    batch_of_row = np.repeat(np.arange(len(sizes)), sizes)
+    cols = np.flatnonzero((x.view(np.uint32) != 0).any(axis=0)
+                          | (stats["norm_sum"] != 0) | (stats["norm_sumsq"] != 0))
+    xc = x[:, cols].astype(np.float64)
+    # running statistics before each batch (row 0: `stats`), and after the last one
+    counted = np.concatenate(([0.0], np.cumsum(sizes, dtype=np.float64)))  # exact integers
+    n = stats["norm_n"][cols] + counted[:, None]
+    one_wide = x.shape[1] == 1
+    s = np.cumsum(np.concatenate(([stats["norm_sum"][cols]],
+                                  _batch_sums(xc, sizes, one_wide))), axis=0)
+    ss = np.cumsum(np.concatenate(([stats["norm_sumsq"][cols]],
+                                   _batch_sums(xc * xc, sizes, one_wide))), axis=0)
+    mean, inv = input_scale({"norm_n": n[:-1], "norm_sum": s[:-1], "norm_sumsq": ss[:-1]})
+    xs = np.zeros(x.shape, np.float32)
+    xs[:, cols] = ((xc - mean[batch_of_row]) * inv[batch_of_row]).astype(np.float32)
+    y64 = np.asarray(y, np.float64)
+    y_sums = np.array([sizes.astype(np.float64), _batch_sums(y64, sizes),
+                       _batch_sums(y64 * y64, sizes)]).T
+    y_stats = np.cumsum(np.concatenate(([stats["norm_y"]], y_sums)), axis=0)
+    if scale_target:
+        back = np.array([target_scale({"norm_y": t}) for t in y_stats[:-1]], np.float64)
+        back = back[batch_of_row]
+    else:
+        back = np.tile(np.array([0.0, 1.0]), (len(y64), 1))
+    ys = ((y64 - back[:, 0]) / back[:, 1]).astype(np.float32)
+    new = {"norm_n": stats["norm_n"] + counted[-1], "norm_sum": stats["norm_sum"].copy(),
+           "norm_sumsq": stats["norm_sumsq"].copy(), "norm_y": y_stats[-1]}
+    new["norm_sum"][cols], new["norm_sumsq"][cols] = s[-1], ss[-1]
+    return xs, ys, back, new
+
+
+def _batch_sums(a: np.ndarray, sizes: np.ndarray, pairwise: bool = False) -> np.ndarray:
+    """Per batch, the sum of its rows of `a` in the order `update` adds them: numpy sums the
+    rows of a batch one after another, and the values of a 1-D batch (or of a 2-D one only
+    one column wide: `pairwise`) pairwise, as the same reduction over a run of equal batches,
+    reshaped, does."""
+    out = np.empty((len(sizes),) + a.shape[1:], a.dtype)
+    i = lo = 0
+    while i < len(sizes):
+        size = sizes[i]
+        j = i + 1
+        while j < len(sizes) and sizes[j] == size:
+            j += 1
+        hi = lo + (j - i) * size
+        run = a[lo:hi].reshape((j - i, size) + a.shape[1:])
+        if a.ndim == 1 or pairwise:
+            out[i:j] = run.sum(axis=1)
+        else:
+            acc = run[:, 0].copy()
+            for r in range(1, size):
+                acc += run[:, r]
+            out[i:j] = acc
+        i, lo = j, hi
+    return out
 
 
 def unscale(predictions: np.ndarray, back: np.ndarray) -> np.ndarray:

@@ -5,6 +5,8 @@ in the snapshot so an adapter predicts exactly as the trainer does, and a model 
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model import standardize
 from model.lifecycle.adapter import ServingModel
@@ -86,3 +88,44 @@ def test_statistics_and_the_transform_by_hand():
     assert z.tolist() == [[1.0, 0.0, 0.0], [-2.0, 0.0, 0.0]]
     assert standardize.target_scale(stats) == (2.0, 1.0)
     assert standardize.transform(standardize.init_stats(3), x).tolist() == [[0.0] * 3] * 2
+
+
+def _one_at_a_time(stats, x, y, sizes, scale_target):
+    """The definition: each batch transformed by the statistics before it, then counted."""
+    xs, ys, back, lo = [], [], [], 0
+    for size in sizes:
+        hi = lo + size
+        xs.append(standardize.transform(stats, x[lo:hi]))
+        mean, std = standardize.target_scale(stats) if scale_target else (0.0, 1.0)
+        ys.append(((np.asarray(y[lo:hi], np.float64) - mean) / std).astype(np.float32))
+        back += [(mean, std)] * size
+        stats = standardize.update(stats, x[lo:hi], y[lo:hi])
+        lo = hi
+    return np.concatenate(xs), np.concatenate(ys), np.array(back, np.float64), stats
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), width=st.sampled_from([1, 2, 3, 16, 1024]),
+       sizes=st.lists(st.integers(1, 12), min_size=1, max_size=70),
+       scale=st.floats(1e-3, 1e4), scale_target=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_batches_at_once_are_bit_identical_to_one_at_a_time(data, width, sizes, scale,
+                                                            scale_target, seed):
+    # transform_batches works on every batch at once, on the coordinates that hold a value:
+    # the same bits as the definition, whatever the batch sizes, widths and history
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    x = (rng.standard_normal((n, width)) * scale).astype(np.float32)
+    x[rng.random((n, width)) < data.draw(st.sampled_from([0.0, 0.5, 0.99]))] = 0.0
+    x[rng.random((n, width)) < 0.01] = -0.0
+    y = (rng.standard_normal(n) * scale + rng.uniform(-100, 100)).astype(np.float32)
+    stats = standardize.init_stats(width)
+    if data.draw(st.booleans()):  # a history counted before
+        m = int(rng.integers(1, 40))
+        stats = standardize.update(stats, (rng.standard_normal((m, width)) * scale).astype(
+            np.float32), rng.standard_normal(m).astype(np.float32))
+    got = standardize.transform_batches(stats, x, y, sizes, scale_target)
+    want = _one_at_a_time(stats, x, y, sizes, scale_target)
+    for a, b in zip(got[:3], want[:3]):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    for k in standardize.NAMES:
+        assert got[3][k].dtype == want[3][k].dtype and got[3][k].tobytes() == want[3][k].tobytes()
