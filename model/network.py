@@ -1,4 +1,4 @@
-"""The TensorFlow model: hashed features -> (optional hidden layer) -> a linear, logistic or MLP head.
+"""The TensorFlow model: hashed features -> (optional hidden layer) -> a regression or classifier head.
 
 The model is *functional*: its parameters and optimizer slots are plain numpy arrays owned by the
 caller (a tenant's TrainerState), and `Learner` holds only compiled TensorFlow functions that
@@ -21,10 +21,18 @@ Optimizers (`model.optimizer`), each with per-parameter slots of the parameter's
                         (a random hidden layer, or a warm start from another optimizer).
 Hashed inputs are sparse: a per-coordinate rate lets a rare feature learn as fast as a frequent one.
 
+Heads (`model.head`): a regressor (squared loss, the prediction is the output) or a classifier
+(log loss, the prediction is the sigmoid's probability of label 1), with or without a hidden
+layer:
+- linear:   regressor        logistic:     classifier      (no hidden layer)
+- mlp:      regressor        mlp_logistic: classifier      (one ReLU layer of `hidden_units`)
+- auto:     per tenant, logistic when its first labelled micro-batch holds only labels 0 and 1,
+            else linear (`resolve`); a tenant's trainer holds the resolved config.
+
 Shapes, in `param_names` order:
-- linear / logistic: w [width, 1], b [1]                  embedding = the hashed input
-- mlp:               w1 [width, hidden], b1 [hidden],      embedding = the hidden activations
-                     w  [hidden, 1],     b  [1]
+- linear / logistic:    w [width, 1], b [1]               embedding = the hashed input
+- mlp / mlp_logistic:   w1 [width, hidden], b1 [hidden],  embedding = the hidden activations
+                        w  [hidden, 1],     b  [1]
 """
 
 from __future__ import annotations
@@ -32,13 +40,14 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from model.device import resolve_device
 
-HEADS = ("linear", "logistic", "mlp")
+HEADS = ("auto", "linear", "logistic", "mlp", "mlp_logistic")
+CLASSIFIERS = ("logistic", "mlp_logistic")
 
 _tf_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upm-tensorflow")
 _tf_thread_ident: list[int] = []
@@ -83,7 +92,7 @@ SLOTS = {"adam": ("m", "v"), "adagrad": ("acc",), "ftrl": ("z", "n")}
 @dataclass(frozen=True)
 class ModelConfig:
     input_width: int = 1024  # 64 dense features collide enough at 512 to cost a point (digits)
-    head: str = "linear"
+    head: str = "auto"
     hidden_units: int = 32
     seed: int = 0
     device: str = "auto"
@@ -92,6 +101,7 @@ class ModelConfig:
     optimizer: str = "ftrl"  # chosen by measurement (bench/quality.py, README "Learning quality")
     ftrl_l1: float = 0.0
     ftrl_l2: float = 0.0
+    auto_head: bool = False  # `head` was chosen by head = auto (set by `resolve`, not by users)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -102,16 +112,56 @@ class ModelConfig:
             raise ValueError(f"model.jit must be auto, on or off, got {self.jit!r}")
 
     @property
+    def hidden(self) -> bool:
+        return self.head in ("mlp", "mlp_logistic")
+
+    @property
+    def classifier(self) -> bool:
+        return self.head in CLASSIFIERS
+
+    @property
+    def resolved(self) -> bool:
+        return self.head != "auto"
+
+    @property
     def param_names(self) -> tuple[str, ...]:
-        return ("w1", "b1", "w", "b") if self.head == "mlp" else ("w", "b")
+        return ("w1", "b1", "w", "b") if self.hidden else ("w", "b")
 
     @property
     def prediction_kind(self) -> str:
-        return "probability" if self.head == "logistic" else "numeric"
+        return "probability" if self.classifier else "numeric"
 
     @property
     def embedding_dim(self) -> int:
-        return self.hidden_units if self.head == "mlp" else self.input_width
+        return self.hidden_units if self.hidden else self.input_width
+
+    def resolve(self, labels) -> "ModelConfig":
+        """The config a tenant trains with, given its first labelled micro-batch's labels: an
+        explicit head as it is; `auto` a classifier (logistic) when every label is 0 or 1, else
+        a regressor (linear)."""
+        if self.resolved:
+            return self
+        binary = len(labels) > 0 and all(v == 0.0 or v == 1.0 for v in labels)
+        return replace(self, head="logistic" if binary else "linear", auto_head=True)
+
+    def resolved_as(self, other: "ModelConfig") -> bool:
+        """Whether `other` (a snapshot's model) is this config resolved, so a tenant of this
+        config may warm-start from it and keep its head."""
+        return other == self or (not self.resolved and other.auto_head
+                                 and replace(other, head="auto", auto_head=False) == self)
+
+    @property
+    def binary_labels_only(self) -> bool:
+        """A classifier that `auto` chose takes labels 0 and 1 only; an explicit head takes any
+        number, as before `auto` existed."""
+        return self.auto_head and self.classifier
+
+    def refusal(self, label: float) -> str | None:
+        """Why this head cannot learn `label` (None: it can)."""
+        if self.binary_labels_only and label != 0.0 and label != 1.0:
+            return (f"bad_label: label {label!r} is not 0 or 1, and model.head auto chose "
+                    f"{self.head} for this tenant from its first labels")
+        return None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +177,7 @@ def init_params(cfg: ModelConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(cfg.seed)
     params: dict[str, np.ndarray] = {}
     fan_in = cfg.input_width
-    if cfg.head == "mlp":
+    if cfg.hidden:
         limit = np.sqrt(6.0 / (cfg.input_width + cfg.hidden_units))
         params["w1"] = rng.uniform(-limit, limit, (cfg.input_width, cfg.hidden_units)).astype(np.float32)
         params["b1"] = np.zeros((cfg.hidden_units,), np.float32)
@@ -170,14 +220,14 @@ def forward_pass(head: str, params: list, x):
     the trainer steps it and an exported graph serves it. `params` in `param_names` order."""
     import tensorflow as tf
 
-    if head == "mlp":
+    if head in ("mlp", "mlp_logistic"):
         h = tf.nn.relu(tf.matmul(x, params[0]) + params[1])
         z = tf.matmul(h, params[2]) + params[3]
     else:
         h = x
         z = tf.matmul(x, params[0]) + params[1]
     z = tf.squeeze(z, axis=1)
-    return (tf.sigmoid(z) if head == "logistic" else z), z, h
+    return (tf.sigmoid(z) if head in CLASSIFIERS else z), z, h
 
 
 class Learner:
@@ -198,7 +248,7 @@ class Learner:
 
         def loss_fn(params, x, y):
             pred, z, _ = forward(params, x)
-            if head == "logistic":
+            if head in CLASSIFIERS:
                 loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
             else:
                 loss = tf.reduce_mean(tf.square(pred - y))
@@ -315,6 +365,7 @@ _lock = threading.Lock()
 
 def learner_for(cfg: ModelConfig) -> Learner:
     """The process-wide Learner of a config (tracing and compiling once per config)."""
+    cfg = replace(cfg, auto_head=False)  # the same arithmetic however the head was chosen
     with _lock:
         lr = _learners.get(cfg)
         if lr is None:

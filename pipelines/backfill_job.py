@@ -78,9 +78,11 @@ def build(p: beam.Pipeline, opts: BackfillOptions, fmt: str) -> None:
                | "TrainTenant" >> beam.ParDo(backfill.TrainTenant(
                    cfg, opts.store_root, opts.start_ms, opts.end_ms, opts.warm_start))
                .with_outputs("drift_scores", "duplicates", "gaps", "stats", "refusals",
-                             main="snapshots"))
+                             "dead_letters", main="snapshots"))
+    dead_letters = ((split.dead_letters, trained.dead_letters)
+                    | "DeadLetters" >> beam.Flatten())
     records = str((os.path.join(opts.output_dir, "records")))
-    for kind, pc in (("dead_letters", split.dead_letters), ("snapshots", trained.snapshots),
+    for kind, pc in (("dead_letters", dead_letters), ("snapshots", trained.snapshots),
                      ("drift_scores", trained.drift_scores), ("duplicates", trained.duplicates),
                      ("gaps", trained.gaps), ("stats", trained.stats),
                      ("refusals", trained.refusals)):
@@ -129,18 +131,19 @@ def _counters(result) -> tuple[dict[str, int], dict[str, dict]]:
 
 
 def balanced(counts: dict[str, int]) -> bool:
-    """windows = out_of_range + duplicates + unlabeled + trained + refused (and, for the run's
-    totals, rows = windows + feedback + dead_letters)."""
+    """windows = out_of_range + duplicates + unlabeled + label_refused + trained + refused (and,
+    for the run's totals, rows = windows + feedback + dead_letters: the rows that were not
+    windows; a label_refused window is dead-lettered too, and counted as a window)."""
     g = counts.get
     ok = g("windows", 0) == g("out_of_range", 0) + g("duplicates", 0) + g("unlabeled", 0) \
-        + g("trained", 0) + g("refused", 0)
+        + g("label_refused", 0) + g("trained", 0) + g("refused", 0)
     if "rows" in counts:
         ok = ok and g("rows") == g("windows", 0) + g("feedback", 0) + g("dead_letters", 0)
     return ok
 
 
-COLUMNS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "trained",
-           "refused", "dead_letters", "gaps", "snapshots", "last_version")
+COLUMNS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "label_refused",
+           "trained", "refused", "dead_letters", "gaps", "snapshots", "last_version")
 
 
 def format_table(result: BackfillResult) -> str:

@@ -49,7 +49,8 @@ class LocalRun:
 
     def counts(self, tenant: str) -> dict[str, int]:
         t = self.tenants[tenant]
-        return {"windows_in": t.replay.counters["received"] + t.dead_letters,
+        return {"windows_in": t.replay.counters["received"] + t.dead_letters
+                - t.trainer.counters["label_refused"],
                 "trained": t.trainer.trained, "duplicates": t.replay.counters["duplicates"],
                 "late": t.replay.counters["late"], "dead_letters": t.dead_letters,
                 "pending": t.trainer.pending, "gaps": t.replay.counters["gaps"],
@@ -70,8 +71,9 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
         t.snapshots += out.snapshots
         t.quarantines += out.drift.quarantines
         t.late_windows += out.replay.late
-        t.dead_letters += len(out.replay.refused)
-        run.dead_letters += [reason for _, reason in out.replay.refused]
+        refused = out.replay.refused + out.refused
+        t.dead_letters += len(refused)
+        run.dead_letters += [reason for _, reason in refused]
         if run.keep_deltas:
             run.deltas += out.deltas
 

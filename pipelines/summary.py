@@ -45,6 +45,9 @@ def summarize(records_dir: str | Path) -> dict:
             t["late"] += c["late"]
             t["gaps"] += c["gaps"]
         elif s["operator"] == "trainer":
+            # a window whose label the head refused is a dead letter, and was received too
+            t["windows_in"] -= c.get("label_refused", 0)
+            t["head"] = s.get("head")
             t["trained"] += c["trained"]
             t["pending"] += s["pending"]
             t["paused_skipped"] += c["paused_skipped"]
@@ -91,8 +94,8 @@ def balanced(counts: dict) -> bool:
 
 
 def format_table(summary: dict) -> str:
-    cols = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending", "snapshots",
-            "last_version", "accuracy", "mae", "drift_p95", "quarantines")
+    cols = ("head", "windows_in", "trained", "duplicates", "late", "dead_letters", "pending",
+            "snapshots", "last_version", "accuracy", "mae", "drift_p95", "quarantines")
     head = ["tenant", *cols, "last_sha256", "ok"]
     rows = []
     for name, t in [*summary["tenants"].items(), ("TOTAL", summary["totals"])]:

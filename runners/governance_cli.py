@@ -59,8 +59,8 @@ def cmd_registry(args) -> int:
             raise UserError(f"no tenant {t!r} in the registry of {args.store} (tenants: {known})",
                             exit_code=1)
     if args.action == "list":
-        print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'loss':>10}{'acc':>8}"
-              f"{'mae':>10}{'drift p95':>11}{'samples':>9}  stages")
+        print(f"{'tenant':<12}{'artifact':<20}{'ver':>5}{'mode':>9}{'head':>13}{'loss':>10}"
+              f"{'acc':>8}{'mae':>10}{'drift p95':>11}{'samples':>9}  stages")
         for t in tenants:
             v = views[t]
             for a in sorted(v.artifacts(), key=lambda a: a.id):
@@ -68,7 +68,7 @@ def cmd_registry(args) -> int:
                 flags = (" quarantined" if a.quarantined else "") + (
                     " rolled-back" if a.rolled_back else "")
                 m = a.metrics
-                print(f"{t:<12}{a.id:<20}{a.version:>5}{a.mode or '-':>9}"
+                print(f"{t:<12}{a.id:<20}{a.version:>5}{a.mode or '-':>9}{a.head or '-':>13}"
                       f"{_num(m.get('loss')):>10}{_num(m.get('accuracy')):>8}"
                       f"{_num(m.get('mae')):>10}{_num(m.get('drift_p95')):>11}"
                       f"{m.get('drift_samples', 0):>9}  {','.join(at)}{flags}")

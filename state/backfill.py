@@ -8,8 +8,9 @@ history at hand nothing is late: a window the stream would have judged late is t
 its place. Then `train` hashes the rows chunk by chunk (columnar) and trains them through
 `TrainerState.train_block`, so micro-batches, steps and snapshot cuts are those of the stream.
 
-Accounting, per tenant: windows = out_of_range + duplicates + unlabeled + trained + refused
-(refused: the rows of a tenant the caller would not train, see `refuse`).
+Accounting, per tenant: windows = out_of_range + duplicates + unlabeled + label_refused +
+trained + refused (label_refused: rows whose label the head `auto` chose cannot learn, see
+`choose_head`; refused: the rows of a tenant the caller would not train, see `refuse`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from state.records import DriftScore, Duplicate, Gap
 from state.replay import RELEASE_ORDER, is_gap
 from state.trainer import TrainerState
 
-COUNTERS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "trained",
-            "refused", "gaps", "snapshots")
+COUNTERS = ("windows", "feedback", "out_of_range", "duplicates", "unlabeled", "label_refused",
+            "trained", "refused", "gaps", "snapshots")
 ORDER = [(name, "ascending") for name in RELEASE_ORDER]
 
 
@@ -114,6 +115,27 @@ def refuse(prepared: Prepared) -> None:
     prepared.rows = prepared.rows.slice(0, 0)
 
 
+def choose_head(prepared: Prepared, trainer: TrainerState) -> pa.Table:
+    """As the stream does (TrainerState `_batch_ready` and `_enqueue`): a head still `auto` is
+    chosen from the labels of the first micro-batch, then the rows whose label the trainer's
+    head cannot learn are taken out of the prepared rows. Returns those rows, each with its
+    reason in a `reason` column, for the caller to dead-letter."""
+    rows = prepared.rows
+    labels = np.asarray(rows.column("label"), np.float64)
+    first = min(trainer.config.batch_size,
+                trainer.config.snapshot_interval - trainer.since_snapshot)
+    if len(labels):
+        trainer.resolve_head(labels[:first].tolist())
+    model = trainer.model
+    bad = (model.binary_labels_only & (labels != 0.0) & (labels != 1.0)) if len(labels) \
+        else np.zeros(0, bool)
+    refused = rows.filter(pa.array(bad)).append_column(
+        "reason", pa.array([model.refusal(v) for v in labels[bad].tolist()], pa.string()))
+    prepared.rows = rows.filter(pa.array(~bad))
+    prepared.counters["label_refused"] += refused.num_rows
+    return refused
+
+
 @dataclass
 class Progress:
     tenant_id: str
@@ -125,8 +147,8 @@ class Progress:
 
 def train(prepared: Prepared, trainer: TrainerState, chunk_rows: int = 65536,
           on_progress: Callable[[Progress], None] | None = None) -> Iterator[Snapshot | DriftScore]:
-    """Train the prepared rows; yield each Snapshot as it is cut (and one for the rest at the
-    end), and for every snapshot whose descendants made shadow predictions, a DriftScore of
+    """Train the prepared rows (after `choose_head`); yield each Snapshot as it is cut (and one
+    for the rest at the end), and for every snapshot whose descendants made shadow predictions, a DriftScore of
     those predictions (exact p95, the evidence the promotion policy reads)."""
     rows, n = prepared.rows, prepared.rows.num_rows
     hasher = FeatureHasher(trainer.model.input_width)

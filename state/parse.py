@@ -100,6 +100,11 @@ def _number(v, name: str) -> float:
     return f
 
 
+def _label(v) -> float:
+    """A label: a number, or a JSON boolean (true = 1.0, false = 0.0: a class label)."""
+    return float(v) if isinstance(v, bool) else _number(v, "label")
+
+
 def _features(d: dict, max_features: int) -> dict[str, float]:
     if "features" not in d:
         raise _Bad(reasons.missing("features"))
@@ -128,7 +133,7 @@ def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
     if "features" not in d and "observed_at" in d:
         if "label" not in d or d["label"] is None:
             raise _Bad(reasons.missing("label"))
-        return Feedback(window_id=window_id, tenant_id=tenant, label=_number(d["label"], "label"),
+        return Feedback(window_id=window_id, tenant_id=tenant, label=_label(d["label"]),
                         observed_at=_time(d, "observed_at"))
     start = _time(d, "window_start")
     end = _time(d, "window_end")
@@ -137,7 +142,7 @@ def _parse_obj(d: dict, max_features: int) -> FeatureWindow | Feedback:
     feats = _features(d, max_features)
     label = d.get("label")
     return FeatureWindow(window_id=window_id, tenant_id=tenant, window_start=start, window_end=end,
-                         features=feats, label=None if label is None else _number(label, "label"))
+                         features=feats, label=None if label is None else _label(label))
 
 
 def parse_message(raw: str | bytes, max_features: int = DEFAULT_MAX_FEATURES) -> Parsed:

@@ -290,6 +290,7 @@ class SnapshotRecord(Record):
     # the parent (candidate) and the active snapshot scored on those same windows
     # (state/challenge.py), when the job knew an active snapshot
     challenge: dict | None = None
+    head: str | None = None  # the model head (model.head, or what `auto` chose for the tenant)
     event: ClassVar[str] = "ai.upm.snapshot.created"
     _time_fields: ClassVar[tuple[str, ...]] = ("created_at", "window_start", "window_end")
 

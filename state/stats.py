@@ -13,7 +13,7 @@ def replay_stats(rb) -> str:
 
 def trainer_stats(ts) -> str:
     """The end-of-input `upm.tenant.stats` record of a TrainerState."""
-    return _stats("trainer", ts.tenant_id, ts.counters, pending=ts.pending,
+    return _stats("trainer", ts.tenant_id, ts.counters, head=ts.model.head, pending=ts.pending,
                   awaiting_label=len(ts.awaiting), version=ts.version,
                   last_snapshot_id=ts.last_snapshot_id,
                   loss=None if ts.last_loss != ts.last_loss else ts.last_loss,

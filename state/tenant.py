@@ -55,6 +55,7 @@ class TenantOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     drift: DriftOutput = field(default_factory=DriftOutput)
+    refused: list[tuple[FeatureWindow, str]] = field(default_factory=list)  # by the trainer
     trained: int = 0  # windows trained by the event (as the trainer counts them)
     steps: int = 0  # update steps it took
 
@@ -63,7 +64,8 @@ class TenantOutput:
         r = self.replay
         return {"trained": self.trained, "steps": self.steps,
                 "released": len(r.released), "duplicates": len(r.duplicates),
-                "late": len(r.late), "gaps": len(r.gaps), "dead_letters": len(r.refused),
+                "late": len(r.late), "gaps": len(r.gaps),
+                "dead_letters": len(r.refused) + len(self.refused),
                 "deltas": len(self.deltas), "snapshots": len(self.snapshots),
                 "quarantines": len(self.drift.quarantines),
                 "recoveries": len(self.drift.recoveries)}
@@ -74,6 +76,8 @@ class TenantOutput:
         The shadow deltas (one per trained window) only with `shadow_deltas`."""
         for w, reason in self.replay.refused:
             yield "dead_letters", dead_letter(w.to_json(), reason, "replay", now_ms)
+        for w, reason in self.refused:
+            yield "dead_letters", dead_letter(w.to_json(), reason, "trainer", now_ms)
         deltas = self.deltas if shadow_deltas else ()
         for kind, items in (("duplicates", self.replay.duplicates), ("late", self.replay.late),
                             ("gaps", self.replay.gaps), ("shadow_deltas", deltas),
@@ -198,6 +202,7 @@ class TenantPipeline:
             self._take(out, ts.on_window(rec))
 
     def _take(self, out: TenantOutput, t: TrainerOutput) -> None:
+        out.refused += t.refused
         if not t.deltas and not t.snapshots:
             return
         for d in t.deltas:

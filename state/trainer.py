@@ -16,9 +16,16 @@ so this is what makes the streaming path cheap. Ready batches are also trained w
 the next snapshot needs no more, and whenever the engine calls `drain()` (its timers, before
 drift is judged, and at the end of input), so a quiet tenant is not left waiting.
 
+With `model.head = "auto"` the head is chosen when the first labelled micro-batch is complete
+(ModelConfig.resolve: a classifier if its labels are all 0 or 1, else a regressor), before it is
+tested; from then on a labelled window the chosen head cannot learn (a label 7.5 for a
+classifier) is refused with a reason (TrainerOutput.refused: the engine dead-letters it)
+instead of joining a batch. The parameters of `auto` are those of both heads it can choose.
+
 Accounting per tenant: every window handed to `on_window` ends up in exactly one of
 `trained`, `paused_skipped`, `awaiting_label` (still held), `label_expired` (evicted when the
-waiting room overflowed), or the current `batch` (until the next step or `flush`).
+waiting room overflowed), `label_refused`, or the current `batch` (until the next step or
+`flush`).
 """
 
 from __future__ import annotations
@@ -77,13 +84,15 @@ class BlockOutput:
 class TrainerOutput:
     deltas: list[ShadowDelta] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
+    refused: list[tuple[FeatureWindow, str]] = field(default_factory=list)  # (window, reason)
 
     def extend(self, other: "TrainerOutput") -> None:
         self.deltas += other.deltas
         self.snapshots += other.snapshots
+        self.refused += other.refused
 
 
-COUNTERS = ("windows", "trained", "paused_skipped", "label_expired", "feedback",
+COUNTERS = ("windows", "trained", "paused_skipped", "label_expired", "label_refused", "feedback",
             "feedback_unmatched", "feedback_duplicate", "steps")
 
 _hashers: dict[int, FeatureHasher] = {}
@@ -203,8 +212,9 @@ class TrainerState:
         steps, snapshot cuts and manifests. Runs of full batches go to TensorFlow in one call.
         With `final=False` a trailing part batch is left unconsumed (the caller passes it again
         with the next block); with `final=True` it is trained, as `flush` would."""
-        if self.batch or self.ready or self.paused:
-            raise ValueError("train_block needs a running trainer with no part batch")
+        if self.batch or self.ready or self.paused or not self.model.resolved:
+            raise ValueError("train_block needs a running trainer with no part batch and its "
+                             "head chosen (resolve_head)")
         n, size, interval = len(y), self.config.batch_size, self.config.snapshot_interval
         out = BlockOutput(0, np.empty(n, np.float32))
         i = seg = 0
@@ -237,6 +247,14 @@ class TrainerState:
         out.consumed = i
         out.predictions = out.predictions[:i]
         return out
+
+    def resolve_head(self, labels) -> None:
+        """Choose the head of `model.head = "auto"` from the first labelled micro-batch's labels
+        (no change once chosen, or for an explicit head)."""
+        if not self.model.resolved:
+            self.model = self.model.resolve(labels)
+            self._static_meta = None
+            self.changes.mark("m")
 
     def snapshot_now(self) -> Snapshot | None:
         """Cut a snapshot of what was trained since the last one (end of a backfill), if any."""
@@ -305,6 +323,10 @@ class TrainerState:
     # -- internals -------------------------------------------------------------------------
 
     def _enqueue(self, w: FeatureWindow) -> TrainerOutput:
+        reason = self.model.refusal(w.label)
+        if reason is not None:
+            self.counters["label_refused"] += 1
+            return TrainerOutput(refused=[(w, reason)])
         ready_rows = self.ready_rows
         self.changes.mark(f"q/{self.queue_start + ready_rows + len(self.batch)}", new=True)
         self.batch.append(w)
@@ -317,6 +339,7 @@ class TrainerState:
         return TrainerOutput()
 
     def _batch_ready(self) -> None:
+        self.resolve_head([w.label for w in self.batch])
         self.ready.append(self.batch)
         self.ready_rows += len(self.batch)
         self.batch = []
@@ -625,7 +648,12 @@ class TrainerState:
         return ts
 
     def load_snapshot(self, snap: Snapshot) -> None:
-        """Warm start from a snapshot: weights, optimizer slots and the version sequence."""
+        """Warm start from a snapshot: weights, optimizer slots and the version sequence (and
+        the head `auto` chose, when this trainer's is still to be chosen)."""
+        model = ModelConfig.from_dict(snap.manifest["model"])
+        if self.model.resolved_as(model) and self.model != model:
+            self.model = model
+            self._static_meta = None
         self.params = {k: snap.arrays[k] for k in self.model.param_names}
         self.slots = slots_or_init(self.model, self.params, _slots_in(snap.arrays),
                                    self.config.learning_rate)

@@ -14,6 +14,7 @@ from model.lifecycle.governance import Governance, JsonLinesSink, events_path
 from model.lifecycle.policy import Policy
 from model.lifecycle.registry import open_registry
 from model.lifecycle.signing import Signer, Verifier
+from model.network import ModelConfig
 from model.snapshot import Snapshot, encode
 from model.lifecycle.store import SnapshotConflict, open_store
 from state.records import SnapshotRecord, rfc3339_to_ms
@@ -48,7 +49,7 @@ class SnapshotPublisher:
             sha256=stored.sha256, size_bytes=stored.size_bytes, format=stored.format,
             compression=stored.compression, signature=signature,
             parent_snapshot_id=m["parent_snapshot_id"], scores=m["metrics"].get("prequential"),
-            challenge=m["metrics"].get("challenge"))
+            challenge=m["metrics"].get("challenge"), head=m["model"].get("head"))
 
     def publish_or_refuse(self, snap: Snapshot) -> tuple[SnapshotRecord | None, str | None]:
         """(record, None), or (None, a `upm.snapshot.refused` record) when the store already
@@ -79,7 +80,7 @@ def warm_start(store_location: str, trainer, first_event_time: int) -> str | Non
     if newest is None or (newest.window_end or 0) > first_event_time:
         return None
     snap = open_store(store_location).read_snapshot(newest.uri, newest.sha256)
-    if snap.manifest.get("model") != trainer.model.to_dict():
+    if not trainer.model.resolved_as(ModelConfig.from_dict(snap.manifest["model"])):
         return None
     trainer.load_snapshot(snap)
     return newest.id

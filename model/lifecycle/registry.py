@@ -95,6 +95,7 @@ class Artifact:
     registered_at: int | None
     quarantined: bool
     rolled_back: bool
+    head: str | None = None  # None: registered before heads were recorded
 
     @classmethod
     def of(cls, artifact_id: str, entry: dict) -> "Artifact":
@@ -103,7 +104,7 @@ class Artifact:
                    lineage.get("version") or 0, lineage.get("mode"), lineage.get("window_start"),
                    lineage.get("window_end"), entry["metrics"], entry.get("created_at"),
                    entry.get("registered_at"), bool(entry.get("quarantined")),
-                   bool(entry.get("rolled_back")))
+                   bool(entry.get("rolled_back")), lineage.get("head"))
 
     @property
     def good(self) -> bool:
@@ -432,7 +433,7 @@ class Registry:
             "compression": record["compression"], "signature": record.get("signature"),
             "lineage": {k: record.get(k) for k in (
                 "tenant_id", "trainer_id", "version", "mode", "window_start", "window_end",
-                "parent_snapshot_id", "windows_trained")},
+                "parent_snapshot_id", "windows_trained", "head")},
             "metrics": {"loss": record.get("loss"), "drift_p95": None, "drift_samples": 0,
                         **(record.get("scores") or {})},
             "created_at": record.get("created_at"), "registered_at": self.now_ms(),

@@ -49,9 +49,9 @@ def test_columnar_hashing_equals_row_hashing_bit_for_bit():
                           h.transform([w.features for w in ws]))
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "logistic"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "logistic", "mlp_logistic"])
 def test_train_block_equals_training_window_by_window(head):
-    ws = windows(1234, classes=head == "logistic")
+    ws = windows(1234, classes=head in ("logistic", "mlp_logistic"))
     model = ModelConfig(head=head, input_width=64, hidden_units=8)
     config = TrainerConfig(snapshot_interval=300, batch_size=8, learning_rate=0.05)
     one_by_one = TrainerState("acme", model, config)
@@ -217,6 +217,8 @@ def test_train_reports_drift_of_each_snapshots_predictions():
     trainer = TrainerState("acme", ModelConfig(input_width=64),
                            TrainerConfig(snapshot_interval=300, batch_size=8, mode="backfill"))
     seen = []
+    assert backfill.choose_head(prep, trainer).num_rows == 0  # auto: numeric labels, linear
+    assert trainer.model.head == "linear"
     items = list(backfill.train(prep, trainer, chunk_rows=128, on_progress=seen.append))
     snaps = [i for i in items if hasattr(i, "arrays")]
     drift = [i for i in items if not hasattr(i, "arrays")]

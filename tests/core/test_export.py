@@ -16,7 +16,7 @@ from model.graph_hashing import blake2b_64, slots_and_signs
 from model.hashing import FeatureHasher
 from model.lifecycle.adapter import Adapter
 from model.lifecycle.export import MANIFEST, ExportError, export_saved_model, verify_export
-from model.network import ModelConfig
+from model.network import CLASSIFIERS, ModelConfig
 from state.records import FeatureWindow
 from state.trainer import TrainerConfig, TrainerState
 from tests.core.governance_helpers import T0, World, publish
@@ -69,7 +69,7 @@ def trained_snapshot(tenant, head):
     rng = np.random.default_rng(3)
     for i in range(400):
         x = rng.normal(size=3) * [1.0, 10.0, 0.1]
-        y = float(x @ [0.5, -0.02, 3.0] > 0) if head == "logistic" else float(
+        y = float(x @ [0.5, -0.02, 3.0] > 0) if head in CLASSIFIERS else float(
             100 + x @ [5.0, -0.2, 30.0])
         w = FeatureWindow(f"{tenant}-w{i}", tenant, T0 + i * 1000, T0 + i * 1000 + 1000,
                           {"a": x[0], "b": x[1], "c": x[2]}, y)
@@ -79,7 +79,7 @@ def trained_snapshot(tenant, head):
     return ts.flush().snapshots[-1]
 
 
-@pytest.mark.parametrize("head", ["logistic", "mlp", "linear"])
+@pytest.mark.parametrize("head", ["logistic", "mlp", "linear", "mlp_logistic"])
 def test_an_export_predicts_in_a_fresh_process_as_the_adapter_does(tmp_path, head):
     w = World(tmp_path, n=1)
     snap = trained_snapshot("acme", head)

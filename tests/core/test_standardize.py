@@ -67,9 +67,9 @@ def test_regression_learns_a_target_far_from_zero():
     assert second < 0.75 * first and second < 0.3 * spread, (first, second)
 
 
-@pytest.mark.parametrize("head", ["logistic", "linear", "mlp"])
+@pytest.mark.parametrize("head", ["logistic", "linear", "mlp", "mlp_logistic"])
 def test_an_adapter_predicts_exactly_as_the_trainer(head):
-    ws = stream(400, SCALES, offset=500.0, binary=head == "logistic")
+    ws = stream(400, SCALES, offset=500.0, binary=head in ("logistic", "mlp_logistic"))
     ts, snaps = train(ws, head)
     assert snaps and all(k in snaps[-1].arrays for k in standardize.NAMES)
     rows = [w.features for w in ws[:50]]

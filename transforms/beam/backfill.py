@@ -2,7 +2,8 @@
 
 Counters (Beam metrics, namespace `upm.backfill` for the run and `upm.backfill.tenant.<id>` per
 tenant) carry the accounting: rows = windows + feedback + dead_letters, and per tenant
-windows = out_of_range + duplicates + unlabeled + trained + refused.
+windows = out_of_range + duplicates + unlabeled + label_refused + trained + refused (the
+label_refused rows are dead letters too, with their reason).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from model.lifecycle.registry import open_registry
 from state import backfill
 from state.config import UpmConfig
 from state.parse import dead_letter
-from state.records import DriftScore, ms_to_rfc3339
+from state.records import DriftScore, FeatureWindow, ms_to_rfc3339
 from state.stats import trainer_stats
 from state.trainer import TrainerState
 from transforms.publish import SnapshotPublisher, warm_start
@@ -108,6 +109,7 @@ class TrainTenant(beam.DoFn):
                 {"event": "upm.backfill.refused", "tenant_id": tenant, "reason": refusal,
                  "windows": prepared.rows.num_rows}))
             backfill.refuse(prepared)
+        yield from self._label_refusals(backfill.choose_head(prepared, trainer))
         started = time.time()
         snaps, drifts, flushed = [], [], time.monotonic()
         for item in backfill.train(prepared, trainer, self.chunk_rows, self._progress(started)):
@@ -123,6 +125,16 @@ class TrainTenant(beam.DoFn):
             Metrics.counter(tenant_namespace(tenant), name).inc(value)
             Metrics.counter(NAMESPACE, name).inc(value)
         yield beam.pvalue.TaggedOutput("stats", trainer_stats(trainer))
+
+    @staticmethod
+    def _label_refusals(refused: pa.Table):
+        """A dead letter per row whose label the tenant's head cannot learn."""
+        now = int(time.time() * 1000)
+        for r in refused.to_pylist():
+            w = FeatureWindow(r["window_id"], r["tenant_id"], r["window_start"], r["window_end"],
+                              dict(zip(r["feature_names"], r["feature_values"])), r["label"])
+            yield beam.pvalue.TaggedOutput(
+                "dead_letters", dead_letter(w.to_json(), r["reason"], "trainer", now).to_json())
 
     def _register(self, tenant: str, snaps: list, drifts: list):
         """Publish the snapshots cut since the last call and record their drift: one registry
