@@ -16,6 +16,7 @@ from pipelines.summary import read_records, summarize
 from runners.embedded import DEMO_PROFILE, profile_toml
 from state.config import UpmConfig
 from state.scenario import ScenarioSpec, generate
+from tests.core.head_helpers import TENANT, with_a_classifier_tenant
 
 T0 = 1_800_000_000_000
 REPO = Path(__file__).resolve().parents[2]
@@ -130,8 +131,12 @@ def snapshot_ids(out):
 
 def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
     """The scenario files of the Flink tests through both engines: same per-tenant counts,
-    snapshot versions and quarantine decisions. (Flink runs in its own runtime, .venv-flink.)"""
-    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=2000, seed=21))
+    snapshot versions and quarantine decisions. (Flink runs in its own runtime, .venv-flink.)
+    Plus a tenant with 0/1 labels: `model.head = auto` makes it a classifier on both, and its
+    7.5 labels dead letters with the same reason."""
+    spec = ScenarioSpec(tenants=3, windows_per_tenant=2000, seed=21)
+    lines, expected = generate(spec)
+    lines, refused = with_a_classifier_tenant(lines, spec)
     src = tmp_path / "windows.jsonl"
     src.write_text("\n".join(lines) + "\n")
     conf = tmp_path / "upm.toml"
@@ -145,11 +150,22 @@ def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
         results[engine] = (summary, snapshot_ids(out), quarantines, stdout)
     (sb, snb, qb, _), (sf, snf, qf, _) = results["beam"], results["flink"]
     keys = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending", "gaps",
-            "snapshots", "last_version", "quarantines")
-    for tenant, exp in expected.tenants.items():
+            "snapshots", "last_version", "quarantines", "head", "balanced")
+    for tenant in [*expected.tenants, TENANT]:
         assert {k: sb["tenants"][tenant][k] for k in keys} == {
             k: sf["tenants"][tenant][k] for k in keys}, tenant
+    for tenant, exp in expected.tenants.items():
         assert sb["tenants"][tenant]["trained"] == exp["trained"]
+        assert sb["tenants"][tenant]["head"] == "linear"
+    classy = sb["tenants"][TENANT]
+    assert classy["head"] == "logistic" and classy["dead_letters"] == refused > 5
+    assert classy["balanced"] and classy["scores"]["accuracy"] > 0.8
+    for out in (tmp_path / "beam", tmp_path / "flink"):
+        reasons = [d["reason"] for d in read_records(out / "records", "dead_letters")
+                   if d.get("tenant_id") == TENANT]
+        assert len(reasons) == refused and all(
+            r.startswith("bad_label: label 7.5 is not 0 or 1") for r in reasons), reasons[:3]
+    assert {r[0].split("-v")[0] for r in snb} >= {TENANT}
     assert snb == snf
     assert qb == qf == [expected.drift_tenant]
 
