@@ -169,8 +169,9 @@ def adwin_detections(scores, change: int) -> dict:
 
 def drift_row(name, task, rows, change, profile) -> dict:
     row = {"dataset": name, "rows": len(rows), "change_at": change}
-    for rule in ("relative", "absolute"):
-        cfg = UpmConfig.from_dict({**profile, "drift": {"rule": rule}})
+    mlp = {"head": "mlp_logistic" if task == "binary" else "mlp"}
+    for rule, extra in (("relative", {}), ("absolute", {}), ("relative_mlp", {"model": mlp})):
+        cfg = UpmConfig.from_dict({**profile, **extra, "drift": {"rule": rule.split("_")[0]}})
         run = upm_run(f"d-{rule}", rows, cfg)
         times = [q.quarantined_at for t in run.tenants.values() for q in t.quarantines]
         row[rule] = detections(times, change)
@@ -350,11 +351,12 @@ def markdown(results) -> str:
 def drift_markdown(drifts) -> str:
     lines = ["| stream (change at row) | UPM relative (default): false alarms, delay | "
              "UPM absolute p95 > 0.2: false alarms, delay | ADWIN on the same scores: "
-             "false alarms, delay |", "|---|---|---|---|"]
+             "false alarms, delay | UPM relative, hidden-layer head: false alarms, delay |",
+             "|---|---|---|---|---|"]
     for row in drifts:
         at = "none" if row["change_at"] >= row["rows"] else row["change_at"]
         cells = [f"{row['dataset']} ({at})"]
-        cells += [_detected(row[k]) for k in ("relative", "absolute", "adwin")]
+        cells += [_detected(row[k]) for k in ("relative", "absolute", "adwin", "relative_mlp")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n(delay in windows after the change; - = not detected)\n"
 
@@ -365,7 +367,8 @@ def _detected(d) -> str:
 
 def _drift_line(row) -> str:
     return (f"{row['dataset']:<34} change at {row['change_at']}: "
-            + "  ".join(f"{k} {_detected(row[k])}" for k in ("relative", "absolute", "adwin")))
+            + "  ".join(f"{k} {_detected(row[k])}"
+                        for k in ("relative", "absolute", "adwin", "relative_mlp")))
 
 
 def _line(row) -> str:

@@ -148,8 +148,10 @@ class DriftWindow:
         self.reference_var = 0.0
         self.reference_count = 0
         self.trainer_id = ""
-        self.snapshot_id: str | None = None
-        self.snapshot_version = 0
+        # sub-window index -> (model_version, snapshot_id) of the newest snapshot whose
+        # descendants' predictions it holds: a boundary's scores are attributed to the newest
+        # snapshot of its window, whatever the engine trained before the timer fired
+        self.tags: dict[int, tuple[int, str]] = {}
         self.counters = {"samples": 0, "warmup": 0, "too_old": 0, "evaluations": 0, "quarantines": 0,
                          "recoveries": 0}
         self.last_p95 = float("nan")
@@ -165,9 +167,6 @@ class DriftWindow:
         engine to set a timer at `boundary + evaluation_delay_ms`), or None if it is too old."""
         self.changes.mark("m")
         self.trainer_id = delta.trainer_id or self.trainer_id
-        # The newest snapshot seen, by version, so the result does not depend on arrival order.
-        if delta.snapshot_id and delta.model_version >= self.snapshot_version:
-            self.snapshot_id, self.snapshot_version = delta.snapshot_id, delta.model_version
         if delta.model_version < self.config.min_model_version:
             self.counters["warmup"] += 1
             return None
@@ -184,6 +183,11 @@ class DriftWindow:
             self.changes.mark(f"k/{idx}")
         sketch.add(delta.drift_score)
         self.counters["samples"] += 1
+        # by version, so the result does not depend on the order deltas arrive in
+        if delta.snapshot_id and (delta.model_version, delta.snapshot_id) > self.tags.get(
+                idx, (-1, "")):
+            self.changes.mark(f"s/{idx}", new=idx not in self.tags)
+            self.tags[idx] = (delta.model_version, delta.snapshot_id)
         return boundary
 
     def next_boundary(self) -> int | None:
@@ -220,7 +224,10 @@ class DriftWindow:
         for idx in [i for i in self.sub if i < (boundary - cfg.history_ms) // self._width]:
             del self.sub[idx]
             self.changes.drop(f"k/{idx}")
+            if self.tags.pop(idx, None) is not None:
+                self.changes.drop(f"s/{idx}")
         merged = self._merged(start, boundary)
+        snapshot_id = self._snapshot_of(start, boundary)
         self.counters["evaluations"] += 1
         if merged.count == 0:
             return out
@@ -243,7 +250,7 @@ class DriftWindow:
         # raise level" on a dashboard or in an alert is the quarantine condition itself (not a
         # warm-up's few samples).
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
-                                     merged.count, cfg.window_duration_ms, self.snapshot_id,
+                                     merged.count, cfg.window_duration_ms, snapshot_id,
                                      reference, level, raise_at if enough else None))
         window_id = f"{self.tenant_id}/{start}-{boundary}"
         common = dict(tenant_id=self.tenant_id, trainer_id=self.trainer_id,
@@ -256,14 +263,21 @@ class DriftWindow:
             self.counters["quarantines"] += 1
             out.quarantines.append(QuarantineRecord(
                 **common, threshold=raise_at,
-                recommendation="rollback" if self.snapshot_id else "pause",
-                snapshot_id=self.snapshot_id, quarantined_at=boundary))
+                recommendation="rollback" if snapshot_id else "pause",
+                snapshot_id=snapshot_id, quarantined_at=boundary))
         elif self.in_episode and recover_at is not None and level <= recover_at:
             self.in_episode = False
             self.counters["recoveries"] += 1
             out.recoveries.append(DriftRecovered(**common, threshold=raise_at,
                                                  recovered_at=boundary))
         return out
+
+    def _snapshot_of(self, start: int, boundary: int) -> str | None:
+        """The newest snapshot whose descendants predicted in [start, boundary) (None: only the
+        initial weights did)."""
+        lo, hi = start // self._width, boundary // self._width
+        tags = [t for i, t in self.tags.items() if lo <= i < hi]
+        return max(tags)[1] if tags else None
 
     def _recent(self, boundary: int) -> tuple["Moments", int]:
         """The newest sub-windows before `boundary` that hold `sample_size` samples (at most the
@@ -313,7 +327,8 @@ class DriftWindow:
 
     # -- engine state ----------------------------------------------------------------------
 
-    # Parts (state/parts.py): "m" the scalars, "k/<index>" one sub-window's sketch.
+    # Parts (state/parts.py): "m" the scalars, "k/<index>" one sub-window's sketch, "s/<index>"
+    # the newest snapshot that predicted in it (version and id).
 
     def _meta(self) -> dict:
         return {
@@ -321,31 +336,34 @@ class DriftWindow:
             "in_episode": self.in_episode, "episode_id": self.episode_id,
             "reference": self.reference, "reference_var": self.reference_var,
             "reference_count": self.reference_count, "trainer_id": self.trainer_id,
-            "snapshot_id": self.snapshot_id,
-            "snapshot_version": self.snapshot_version,
             "counters": self.counters, "last_p95": None if math.isnan(self.last_p95) else self.last_p95,
         }
 
     def encode_part(self, key: str) -> bytes:
         if key == "m":
             return pickle.dumps(self._meta(), 5)
+        if key[0] == "s":
+            return pickle.dumps(self.tags[int(key[2:])], 5)
         return self.sub[int(key[2:])].to_bytes()
 
     def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:
         return self.changes.drain(self.encode_part, prefix)
 
     def parts(self) -> dict[str, bytes]:
-        return {k: self.encode_part(k) for k in ["m"] + [f"k/{i}" for i in self.sub]}
+        return {k: self.encode_part(k) for k in ["m"] + [f"k/{i}" for i in self.sub]
+                + [f"s/{i}" for i in self.tags]}
 
     @classmethod
     def from_parts(cls, parts: dict[str, bytes], config: DriftConfig = DriftConfig()
                    ) -> "DriftWindow":
         doc = pickle.loads(parts["m"])
         doc["sub"] = {k[2:]: v for k, v in parts.items() if k[:2] == "k/"}
+        doc["tags"] = {k[2:]: pickle.loads(v) for k, v in parts.items() if k[:2] == "s/"}
         return cls._from_doc(doc, config)
 
     def to_bytes(self) -> bytes:
-        doc = dict(self._meta(), sub={str(k): sk.to_bytes().hex() for k, sk in self.sub.items()})
+        doc = dict(self._meta(), sub={str(k): sk.to_bytes().hex() for k, sk in self.sub.items()},
+                   tags={str(k): list(t) for k, t in self.tags.items()})
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -365,8 +383,11 @@ class DriftWindow:
         # written before the z test: the reference counts as a full window of samples
         dw.reference_count = doc.get("reference_count", config.sample_size)
         dw.trainer_id = doc["trainer_id"]
-        dw.snapshot_id = doc["snapshot_id"]
-        dw.snapshot_version = doc.get("snapshot_version", 0)
+        # written before per-window tags: the newest snapshot seen tags every sub-window
+        old = (doc.get("snapshot_version", 0), doc.get("snapshot_id"))
+        dw.tags = {int(k): tuple(t) for k, t in (doc.get("tags") or {}).items()}
+        if "tags" not in doc and old[1]:
+            dw.tags = {int(k): old for k in doc["sub"]}
         dw.counters.update(doc["counters"])
         dw.last_p95 = float("nan") if doc["last_p95"] is None else doc["last_p95"]
         dw.sub = {int(k): QuantileSketch.from_bytes(v) for k, v in doc["sub"].items()}

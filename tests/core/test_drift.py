@@ -247,3 +247,38 @@ def test_the_reference_survives_a_restore_mid_episode():
     by_end = lambda os: {s.window_end: s for o in os for s in o.scores}  # noqa: E731
     after = by_end(outs)
     assert after and all(by_end(outs_whole)[end] == s for end, s in after.items())
+
+
+def test_a_boundary_is_attributed_to_the_newest_snapshot_of_its_window_whenever_judged():
+    # An engine's timer at a boundary may fire before or after the trainer has gone on to
+    # newer snapshots (watermarks lag arrivals by however much the machine lags): the scores of
+    # a boundary name the newest snapshot whose descendants predicted in its window either way,
+    # and restored parts keep that attribution.
+    cfg = DriftConfig(window_duration_ms=60_000, evaluation_interval_ms=60_000, sample_size=5,
+                      evaluation_delay_ms=0)
+
+    def delta(t, version):
+        return ShadowDelta(tenant_id="acme", trainer_id="acme-trainer", prediction_id=f"p{t}",
+                           shadow_prediction=0.1, ground_truth=0.0, drift_score=0.1,
+                           timestamp=t, model_version=version,
+                           snapshot_id=f"acme-v{version:06d}" if version else None)
+
+    early = [delta(t, 0) for t in range(0, 30_000, 1000)]
+    early += [delta(t, 1) for t in range(30_000, 60_000, 1000)]
+    later = [delta(t, 2) for t in range(60_000, 120_000, 1000)]
+    in_time, late, restored = (DriftWindow("acme", cfg) for _ in range(3))
+    for d in early:
+        in_time.add(d)
+    first = in_time.evaluate(60_000).scores
+    for d in early + later:
+        late.add(d)
+        restored.add(d)
+    restored = DriftWindow.from_parts(restored.parts(), cfg)
+    assert [s.snapshot_id for s in first] == ["acme-v000001"]
+    assert [s.snapshot_id for s in late.evaluate(60_000).scores] == ["acme-v000001"]
+    assert [s.snapshot_id for s in restored.evaluate(60_000).scores] == ["acme-v000001"]
+    assert [s.snapshot_id for s in late.evaluate(120_000).scores] == ["acme-v000002"]
+    only_initial = DriftWindow("acme", dataclasses.replace(cfg, min_model_version=0))
+    for d in early[:30]:
+        only_initial.add(d)
+    assert [s.snapshot_id for s in only_initial.evaluate(60_000).scores] == [None]

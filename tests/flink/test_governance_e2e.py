@@ -52,6 +52,9 @@ def test_run_promote_adapt_predict(tmp_path):
     (tmp_path / "upm.toml").write_text('[features]\nunified_model = ["globex"]\n')
     listing = upm("registry", "list", "--store", str(store), env=env).stdout
     assert "globex-v000003" in listing and "acme-v000002" in listing and "quarantined" in listing
+    # the head model.head = auto chose for each tenant (the demo's labels are numbers)
+    rows = [line.split() for line in listing.splitlines()[1:]]
+    assert rows and all(r[4] == "linear" for r in rows), listing
     assert "0 bad" in upm("registry", "verify", "--store", str(store), env=env).stdout
 
     common = ["--store", str(store), "--tenant", "globex", "--actor", "alice", "--policy",
