@@ -35,9 +35,14 @@ from transforms.beam.sinks import AppendJsonLines
 GPU_HINT = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
 
 
-def test_stream_of(lines: list[str], out_of_orderness_ms: int, chunk: int = 64) -> TestStream:
+def test_stream_of(lines: list[str], out_of_orderness_ms: int, chunk: int = 2048) -> TestStream:
     """Replay messages in arrival order; after each chunk the watermark moves to the largest
-    event time seen minus the bounded out-of-orderness (as a source's watermark would)."""
+    event time seen minus the bounded out-of-orderness (as a source's watermark would). The
+    local runner's cost is per bundle (it inspects every DoFn's signature for each one: 46% of
+    a run's time in chunks of 64), and a chunk's watermark step bounds a bundle, so chunks are
+    large: measured 3.2k windows/s at 2048 against 0.6k at 64. What the job decides does not
+    depend on the chunk (the tenant's path decides on its own arrivals; timers only bound when
+    drift is judged)."""
     ts = TestStream()
     max_t, wm = None, None
     for i in range(0, len(lines), chunk):
