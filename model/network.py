@@ -312,14 +312,20 @@ class Learner:
         slot_shapes = [s for s in shapes for _ in range(n_slots)]
         x_spec = tf.TensorSpec([None, cfg.input_width], tf.float32)
         y_spec = tf.TensorSpec([None], tf.float32)
-        self._update = tf.function(update, jit_compile=jit, reduce_retracing=True, input_signature=[
+        # Concrete functions, traced once here: calling one skips tf.function's matching of the
+        # arguments against its signature, which cost more than the step itself (measured: a
+        # one-batch update 750 us as a tf.function, 390 us as its concrete function; the op
+        # execution is ~130 us). The graph, and so every result, is the same.
+        self._update = tf.function(update, jit_compile=jit, input_signature=[
             shapes, slot_shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
-            tf.TensorSpec([], tf.float32)])
+            tf.TensorSpec([], tf.float32)]).get_concrete_function()
         self._update_many = tf.function(update_many, jit_compile=jit, input_signature=[
             shapes, slot_shapes, tf.TensorSpec([], tf.int64),
             tf.TensorSpec([None, None, cfg.input_width], tf.float32),
-            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)])
-        self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec])
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)]
+        ).get_concrete_function()
+        self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec]
+                                    ).get_concrete_function()
         self._names = names
         self._slot_keys = [f"{sl}_{k}" for k in names for sl in SLOTS[optimizer]]
         self._tf = tf
