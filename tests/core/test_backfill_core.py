@@ -198,7 +198,9 @@ def test_the_feedback_join_is_the_streaming_trainers_rule(labeled, feedback):
     joined = backfill._join_feedback(table_of(ws).filter(pa.array([True] * len(ws))),
                                      table_of([], fbs))
     batch = dict(zip(joined.column("window_id").to_pylist(), joined.column("label").to_pylist()))
-    ts = TrainerState("acme", ModelConfig(input_width=16), TrainerConfig(batch_size=1))
+    # an explicit head: the rule under test is the join, not what `auto` refuses
+    ts = TrainerState("acme", ModelConfig(input_width=16, head="linear"),
+                      TrainerConfig(batch_size=1))
     events = sorted([(w.window_end, 0, w) for w in ws] +
                     [(f["observed_at"], 1, parse_message(json.dumps(f)).record) for f in fbs],
                     key=lambda e: e[:2])
