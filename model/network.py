@@ -160,7 +160,8 @@ class ModelConfig:
         """Why this head cannot learn `label` (None: it can)."""
         if self.binary_labels_only and label != 0.0 and label != 1.0:
             return (f"bad_label: label {label!r} is not 0 or 1, and model.head auto chose "
-                    f"{self.head} for this tenant from its first labels")
+                    f"{self.head} for this tenant from its first labels (a numeric target "
+                    f"whose first labels were all 0 or 1 needs model.head = \"linear\")")
         return None
 
     def to_dict(self) -> dict:
