@@ -48,6 +48,7 @@ from model.device import resolve_device
 
 HEADS = ("auto", "linear", "logistic", "mlp", "mlp_logistic")
 CLASSIFIERS = ("logistic", "mlp_logistic")
+HIDDEN = ("mlp", "mlp_logistic")  # the heads with a hidden layer
 
 _tf_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upm-tensorflow")
 _tf_thread_ident: list[int] = []
@@ -113,7 +114,7 @@ class ModelConfig:
 
     @property
     def hidden(self) -> bool:
-        return self.head in ("mlp", "mlp_logistic")
+        return self.head in HIDDEN
 
     @property
     def classifier(self) -> bool:
@@ -221,7 +222,7 @@ def forward_pass(head: str, params: list, x):
     the trainer steps it and an exported graph serves it. `params` in `param_names` order."""
     import tensorflow as tf
 
-    if head in ("mlp", "mlp_logistic"):
+    if head in HIDDEN:
         h = tf.nn.relu(tf.matmul(x, params[0]) + params[1])
         z = tf.matmul(h, params[2]) + params[3]
     else:

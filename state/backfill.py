@@ -127,8 +127,7 @@ def choose_head(prepared: Prepared, trainer: TrainerState) -> pa.Table:
     if len(labels):
         trainer.resolve_head(labels[:first].tolist())
     model = trainer.model
-    bad = (model.binary_labels_only & (labels != 0.0) & (labels != 1.0)) if len(labels) \
-        else np.zeros(0, bool)
+    bad = model.binary_labels_only & (labels != 0.0) & (labels != 1.0)
     refused = rows.filter(pa.array(bad)).append_column(
         "reason", pa.array([model.refusal(v) for v in labels[bad].tolist()], pa.string()))
     prepared.rows = rows.filter(pa.array(~bad))

@@ -118,7 +118,9 @@ class TenantDoFn(beam.DoFn):
         parts.update(puts)
         for key in gone:
             parts.pop(key, None)
-        state.write(dict(parts))  # a copy: the runner may keep what it was given
+        # The same dict at every write of the bundle: what the runner commits is its last
+        # value, which is the pipeline's parts (a new bundle copies what it reads).
+        state.write(parts)
 
     def process(self, element, state=beam.DoFn.StateParam(STATE),
                 tick=beam.DoFn.TimerParam(TICK), quiet=beam.DoFn.TimerParam(QUIET),
