@@ -67,6 +67,10 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
         cfg.set_string("execution.checkpointing.dir",
                        (Path(opts.output_dir) / "flink" / "checkpoints").resolve().as_uri())
     cfg.set_string("metrics.fetcher.update-interval", "1000")  # fresher progress in the UI/CLI
+    if opts.state_backend:
+        cfg.set_string("state.backend.type", opts.state_backend)
+        if opts.state_backend == "rocksdb":
+            cfg.set_string("execution.checkpointing.incremental", "true")
     for key, value in opts.flink_conf:
         cfg.set_string(key, value)
     return cfg
@@ -170,7 +174,8 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
             .set_task_heap_memory_mb(512).set_task_off_heap_memory_mb(1024)
             .set_external_resource("gpu", 1.0).build())
     snapshot_records = (tenants
-                        .process(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression),
+                        .process(fn.SnapshotWriter(opts.store_root, cfg.snapshots.compression,
+                                                    cfg.scale.tenant_metrics),
                                  output_type=Types.STRING())
                         .name("SnapshotWriter").uid("snapshot-writer"))
     side = {kind: tenants.get_side_output(fn.TAGS[kind]) for kind in TENANT_KINDS}

@@ -28,6 +28,7 @@ class JobOptions:
     kafka_group: str = "upm-stream"
     kafka_bounded: bool = False             # stop at the offsets that are latest at start
     kafka_output_prefix: str | None = None  # also write records to topics <prefix>.<kind>
+    state_backend: str | None = None  # "hashmap" or "rocksdb"; None: the engine's default
     flink_conf: tuple[tuple[str, str], ...] = ()  # extra Flink configuration, applied last
 
     @property

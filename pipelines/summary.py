@@ -93,12 +93,26 @@ def balanced(counts: dict) -> bool:
     return counts["windows_in"] == sum(counts[k] for k in COUNT_KEYS[1:])
 
 
-def format_table(summary: dict) -> str:
+def shown_tenants(tenants: dict, max_rows: int) -> list[str]:
+    """The tenants a table of at most `max_rows` shows: the unbalanced, then the quarantined,
+    then the busiest, in name order."""
+    if len(tenants) <= max_rows:
+        return list(tenants)
+    rank = sorted(tenants, key=lambda n: (tenants[n]["balanced"], not tenants[n]["quarantines"],
+                                          -tenants[n]["windows_in"], n))
+    return sorted(rank[:max_rows])
+
+
+def format_table(summary: dict, max_rows: int = 40) -> str:
+    """The per-tenant table and its TOTAL row; past `max_rows` tenants, the ones that most need
+    a look (`shown_tenants`) and a line saying how many are left out."""
     cols = ("head", "windows_in", "trained", "duplicates", "late", "dead_letters", "pending",
             "snapshots", "last_version", "accuracy", "mae", "drift_p95", "quarantines")
     head = ["tenant", *cols, "last_sha256", "ok"]
     rows = []
-    for name, t in [*summary["tenants"].items(), ("TOTAL", summary["totals"])]:
+    tenants = summary["tenants"]
+    shown = shown_tenants(tenants, max_rows)
+    for name, t in [*((n, tenants[n]) for n in shown), ("TOTAL", summary["totals"])]:
         cells = [name]
         for c in cols:
             v = t.get(c, t.get("scores", {}).get(c))  # accuracy, mae: prequential, per tenant
@@ -109,4 +123,11 @@ def format_table(summary: dict) -> str:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:>{w}}}" if i else f"{{:<{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*head), *(fmt.format(*r) for r in rows)]
+    if len(shown) < len(tenants):
+        shown_set = set(shown)
+        left = [t for n, t in tenants.items() if n not in shown_set]
+        lines.insert(-1, f"... {len(left)} more tenants, "
+                     f"{'all' if all(t['balanced'] for t in left) else 'NOT all'} balanced "
+                     "(the unbalanced, quarantined and busiest are shown; --summary-json has "
+                     "every one)")
     return "\n".join(lines)

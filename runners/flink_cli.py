@@ -9,14 +9,15 @@ import time
 
 from runners import flink_cluster as fc
 from runners.errors import UserError
-from runners.job_flags import add_job_arguments, job_options
+from runners.job_flags import STATE_BACKENDS, add_job_arguments, job_options
 
 
 def _spec(args) -> fc.ClusterSpec:
     return fc.ClusterSpec(store=args.store, rest_port=args.rest_port,
                           rpc_port=getattr(args, "rpc_port", 6123),
                           slots=getattr(args, "slots", 1),
-                          taskmanagers=getattr(args, "taskmanagers", 1))
+                          taskmanagers=getattr(args, "taskmanagers", 1),
+                          state_backend=getattr(args, "cluster_state_backend", None) or "hashmap")
 
 
 def _prometheus_spec(args, spec: fc.ClusterSpec):
@@ -87,8 +88,11 @@ def cmd_cancel(args) -> int:
 
 
 def stop_with_savepoint(spec: fc.ClusterSpec, job_id: str, directory: str | None,
-                        timeout_s: float = 300) -> str:
-    body = {"drain": False, "formatType": "CANONICAL"}
+                        timeout_s: float = 300, drain: bool = False) -> str:
+    """Stop the job with a savepoint; its location. `drain`: first advance event time to the
+    end (Flink's MAX_WATERMARK), so every tenant does what a bounded input's end does (held
+    windows trained, drift judged, stats emitted) before the savepoint."""
+    body = {"drain": drain, "formatType": "CANONICAL"}
     if directory:
         body["targetDirectory"] = directory
     trigger = fc.rest(spec, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
@@ -108,7 +112,8 @@ def cmd_stop(args) -> int:
     if not args.savepoint:
         print("upm stop: use --savepoint (or `upm cancel` to stop without one)", file=sys.stderr)
         return 2
-    location = stop_with_savepoint(_spec(args), args.job_id, args.savepoint_dir)
+    location = stop_with_savepoint(_spec(args), args.job_id, args.savepoint_dir,
+                                   drain=args.drain)
     print(f"stopped {args.job_id}; savepoint {location}")
     return 0
 
@@ -126,6 +131,10 @@ def add_commands(sub) -> None:
                    help="slots per TaskManager (default 1: in thread mode the slots of one "
                    "TaskManager share its Python interpreter, so cores come from --taskmanagers)")
     f.add_argument("--taskmanagers", type=int, default=1)
+    f.add_argument("--state-backend", dest="cluster_state_backend", choices=STATE_BACKENDS,
+                   default="hashmap", help="the jobs' default state backend: hashmap (JVM heap) "
+                   "or rocksdb (local disk, for more tenants than the heap holds); a job's "
+                   "own --state-backend wins")
     f.add_argument("--prometheus", action="store_true",
                    help="up: also start a Prometheus server (127.0.0.1) scraping the cluster, "
                    "with UPM Stream's recording and alert rules")
@@ -155,4 +164,7 @@ def add_commands(sub) -> None:
     st.add_argument("job_id")
     st.add_argument("--savepoint", action="store_true")
     st.add_argument("--savepoint-dir")
+    st.add_argument("--drain", action="store_true",
+                    help="end event time first: every tenant finishes as at the end of a bounded "
+                    "input (for a job that will not be resumed)")
     st.set_defaults(func=cmd_stop)

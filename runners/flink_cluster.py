@@ -47,6 +47,7 @@ class ClusterSpec:
     jobmanager_host: str = "127.0.0.1"  # how TaskManagers and clients reach the JobManager
     taskmanager_host: str = "127.0.0.1"
     gpus_per_taskmanager: int = 0       # > 0: Flink's GPU external resource is configured
+    state_backend: str = "hashmap"      # the jobs' default; "rocksdb" for more tenants than heap
 
     @property
     def dir(self) -> Path:
@@ -82,7 +83,8 @@ def _config_yaml(spec: ClusterSpec) -> str:
         "python.execution-mode": "thread",
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
-        "state.backend.type": "hashmap",
+        "state.backend.type": spec.state_backend,
+        "execution.checkpointing.incremental": str(spec.state_backend == "rocksdb").lower(),
         "execution.checkpointing.dir": (base / "checkpoints").as_uri(),
         "execution.checkpointing.savepoint-dir": (base / "savepoints").as_uri(),
         "execution.checkpointing.interval": f"{spec.checkpoint_interval_ms}ms",

@@ -97,8 +97,12 @@ def job_options(args, fresh_records: bool = True):
                       kafka_bounded=args.kafka_bounded,
                       kafka_output_prefix=args.kafka_output_prefix,
                       rest_port=getattr(args, "rest_port", None) or 0,
+                      state_backend=args.state_backend,
                       flink_conf=flink_conf(getattr(args, "flink_conf", None) or ()))
     return opts, expected
+
+
+STATE_BACKENDS = ("hashmap", "rocksdb")
 
 
 def flink_conf(items) -> tuple[tuple[str, str], ...]:
@@ -120,6 +124,10 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     r.add_argument("--policy", help="promotion policy TOML (automatic rollback on quarantine)")
     r.add_argument("--parallelism", type=int, default=1)
     r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
+    r.add_argument("--state-backend", choices=STATE_BACKENDS,
+                   help="where Flink keeps keyed state: hashmap (JVM heap, fastest while it "
+                   "fits) or rocksdb (on local disk; for more tenants than the heap holds). "
+                   "Default: the cluster's (upm run: hashmap)")
     r.add_argument("--follow", action="store_true", help="watch input directories for new files")
     r.add_argument("--append", action="store_true", help="keep records of earlier runs")
     r.add_argument("--fresh", action="store_true",

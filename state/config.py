@@ -52,6 +52,25 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """How many tenants one parallel instance of the keyed step serves (an engine's memory).
+
+    `live_tenants`: tenants whose pipeline stays decoded in memory, the least recently used
+    leaving first. Keyed state is written after every batch, so one that leaves loses nothing;
+    its next record decodes it from keyed state again (the outcome is the same, only slower).
+    `max_tenants`: tenants it accepts. A record of a tenant it has no state for, once it serves
+    that many, is a dead letter (reason `tenant_limit`), counted in `tenants_refused`: a
+    producer bug that invents tenant ids fills neither memory nor state. It counts the tenants
+    seen since the instance (re)started, so after a restore it may admit up to that many more.
+    `tenant_metrics`: tenants with their own `upm.tenant.<id>.*` metrics, the first ones seen
+    (a metric series per tenant does not scale to 100,000 tenants in Prometheus or the web UI);
+    every tenant counts in the job's totals."""
+    live_tenants: int = 10_000
+    max_tenants: int = 1_000_000
+    tenant_metrics: int = 1_000
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
     """Feature flags. `unified_model` is off by default and enabled per tenant."""
     unified_model: tuple[str, ...] = ()
@@ -60,7 +79,7 @@ class FeaturesConfig:
 SECTIONS: dict[str, type] = {
     "trainer": TrainerConfig, "replay": ReplayConfig, "drift": DriftConfig, "model": ModelConfig,
     "snapshots": SnapshotsConfig, "adapter": AdapterConfig, "source": SourceConfig,
-    "features": FeaturesConfig,
+    "features": FeaturesConfig, "scale": ScaleConfig,
 }
 
 _POS = (1, None)
@@ -84,6 +103,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "adapter.max_retries": _NONNEG, "adapter.retry_backoff_ms": _NONNEG,
     "source.out_of_orderness_ms": _NONNEG, "source.idleness_ms": _NONNEG,
     "source.max_features": _POS,
+    "scale.live_tenants": _POS, "scale.max_tenants": _POS, "scale.tenant_metrics": _NONNEG,
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.mode": MODES, "snapshots.compression": COMPRESSIONS, "model.head": HEADS,
@@ -103,6 +123,7 @@ class UpmConfig:
     adapter: AdapterConfig = AdapterConfig()
     source: SourceConfig = SourceConfig()
     features: FeaturesConfig = FeaturesConfig()
+    scale: ScaleConfig = ScaleConfig()
     tenants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     # -- building --------------------------------------------------------------------------

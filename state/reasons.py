@@ -4,7 +4,7 @@ The per-message parser (state/parse.py) and the columnar window table (state/win
 check the same contract in two shapes; both build their reasons here, so a bad window gets the
 same reason whichever path read it. A reason starts with a stable class name (`bad_json:`,
 `missing_field:`, `bad_timestamp:`, `not_finite:`, `wrong_type:`, `unsafe_tenant_id:`,
-`oversized:`, `internal:`); dead letters are counted per class (`reason_class`).
+`oversized:`, `tenant_limit:`, `internal:`); dead letters are counted per class (`reason_class`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def long_id(name: str) -> str:
 
 def too_many_features(count: int, max_features: int) -> str:
     return f"oversized: {count} features > max {max_features}"
+
+
+def tenant_limit(max_tenants: int) -> str:
+    return (f"tenant_limit: this parallel instance already serves scale.max_tenants="
+            f"{max_tenants} tenants; raise it, or the parallelism, if they are real")
 
 
 def outside_time_range(name: str, shown: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections import OrderedDict
 
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, TimeDomain
@@ -22,6 +23,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
+from state.reasons import tenant_limit
 from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
 from state.trainer import FRESHNESS_SLO_MS
@@ -106,10 +108,12 @@ class TenantFunction(KeyedProcessFunction):
 
     Keyed state is one MapState of the pipeline's parts: after each batch only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
-    the whole object. The live pipelines are kept in `self.live`; the cache cannot go stale:
-    only this subtask writes its keys' state, and after any restore Flink opens a fresh
-    function instance with an empty cache. A tenant with no state yet warm-starts from its
-    newest snapshot in the store, if any, before its first record is trained."""
+    the whole object. The `scale.live_tenants` most recently used pipelines stay decoded in
+    `self.live` (a tenant that leaves it is decoded from its parts again when it next has
+    work); the cache cannot go stale: only this subtask writes its keys' state, and after any
+    restore Flink opens a fresh function instance with an empty cache. A tenant with no state
+    yet warm-starts from its newest snapshot in the store, if any, before its first record is
+    trained; past `scale.max_tenants` tenants, its records are dead letters instead."""
 
     def __init__(self, config: UpmConfig, emit_shadow_deltas: bool, store_location: str | None):
         self.config = config
@@ -124,9 +128,11 @@ class TenantFunction(KeyedProcessFunction):
         self.c = {k: counter(g, k) for k in
                   ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
                    "dead_letters", "trained", "snapshots", "steps", "deltas", "quarantines",
-                   "recoveries")}
-        self.tenant_values = TenantValues(g)
-        self.live: dict[str, TenantPipeline] = {}
+                   "recoveries", "tenants_refused")}
+        self.scale = self.config.scale
+        self.tenant_values = TenantValues(g, self.scale.tenant_metrics)
+        self.live: OrderedDict[str, TenantPipeline] = OrderedDict()  # least recently used first
+        self._admitted: set[str] = set()  # tenants seen since open (scale.max_tenants)
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -143,16 +149,30 @@ class TenantFunction(KeyedProcessFunction):
 
     def _load(self, tenant: str) -> TenantPipeline:
         p = self.live.get(tenant)
-        if p is None:
-            parts = dict(self.state.items())
-            p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
-                tenant, self.config)
-            if self.store_location:
-                store = self.store_location
-                p.before_first_record = lambda ts, t: first_record(store, ts, t)
-                p.after_snapshot = lambda ts: refresh_champion(store, ts)
-            self.live[tenant] = p
+        if p is not None:
+            self.live.move_to_end(tenant)
+            return p
+        parts = dict(self.state.items())
+        p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
+            tenant, self.config)
+        if self.store_location:
+            store = self.store_location
+            p.before_first_record = lambda ts, t: first_record(store, ts, t)
+            p.after_snapshot = lambda ts: refresh_champion(store, ts)
+        self.live[tenant] = p
+        if len(self.live) > self.scale.live_tenants:
+            self.live.popitem(last=False)  # its state was written after its last batch
         return p
+
+    def _admits(self, tenant: str) -> bool:
+        """Whether this instance takes the tenant's records (scale.max_tenants)."""
+        if tenant in self._admitted:
+            return True
+        if (len(self._admitted) >= self.scale.max_tenants and self.state.is_empty()
+                and not any(True for _ in self.buffer.get())):
+            return False
+        self._admitted.add(tenant)
+        return True
 
     def _save(self, p: TenantPipeline) -> None:
         puts, gone = p.drain_changes()
@@ -173,6 +193,14 @@ class TenantFunction(KeyedProcessFunction):
     def process_element(self, value, ctx):
         rec = element_of(value)
         tenant = rec.tenant_id
+        if not self._admits(tenant):
+            self._count("feedback_in" if isinstance(rec, Feedback) else "windows_in")
+            self._count("dead_letters")
+            self._count("tenants_refused")
+            self._push_counts()
+            yield DEAD_LETTERS, dead_letter(rec.to_json(), tenant_limit(self.scale.max_tenants),
+                                            "tenant", _now_ms()).to_json()
+            return
         self.buffer.add(value)
         held = self._buffered.get(tenant)
         if held is None:
@@ -201,7 +229,7 @@ class TenantFunction(KeyedProcessFunction):
             held = [element_of(v) for v in self.buffer.get()]
         if not held:
             return
-        self._buffered[tenant] = []
+        self._buffered.pop(tenant, None)
         self.buffer.clear()
         p = self._load(tenant)
         if p.is_new:
@@ -315,9 +343,10 @@ class SnapshotWriter(ProcessFunction):
     set, register) and emit its record; a version the store holds with other bytes is refused
     (REFUSALS side output) and the job goes on."""
 
-    def __init__(self, store_location: str, compression: str):
+    def __init__(self, store_location: str, compression: str, tenant_metrics: int):
         self.store_location = store_location
         self.compression = compression
+        self.tenant_metrics = tenant_metrics
 
     def open(self, runtime_context: RuntimeContext):
         self.publisher = SnapshotPublisher(self.store_location, self.compression)
@@ -325,7 +354,7 @@ class SnapshotWriter(ProcessFunction):
         self.written = counter(g, "snapshots_written")
         self.bytes = counter(g, "snapshot_bytes")
         self.refused = counter(g, "snapshots_refused")
-        self.tenant_values = TenantValues(g)
+        self.tenant_values = TenantValues(g, self.tenant_metrics)
 
     def process_element(self, snap, ctx):
         record, refusal = self.publisher.publish_or_refuse(snap)

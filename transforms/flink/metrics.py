@@ -35,10 +35,12 @@ class PushedValue:
 
 
 class TenantValues:
-    """`upm.tenant.<tenant>.<name>` pushed values, registered on first use."""
+    """`upm.tenant.<tenant>.<name>` pushed values, registered on first use, for the first
+    `max_tenants` tenants seen (the others are only in the operator's totals)."""
 
-    def __init__(self, group):
+    def __init__(self, group, max_tenants: int):
         self._group = group
+        self._max_tenants = max_tenants
         self._values: dict[tuple[str, str], PushedValue] = {}
         self._tenant_groups: dict = {}
 
@@ -48,6 +50,8 @@ class TenantValues:
         if pv is None:
             g = self._tenant_groups.get(tenant)
             if g is None:
+                if len(self._tenant_groups) >= self._max_tenants:
+                    return
                 g = self._tenant_groups[tenant] = self._group.add_group("tenant", tenant)
             pv = self._values[key] = PushedValue(g, name)
         pv.set(value)
