@@ -55,17 +55,19 @@ class SourceConfig:
 class ScaleConfig:
     """How many tenants one parallel instance of the keyed step serves (an engine's memory).
 
-    `live_tenants`: tenants whose pipeline stays decoded in memory, the least recently used
-    leaving first. Keyed state is written after every batch, so one that leaves loses nothing;
-    its next record decodes it from keyed state again (the outcome is the same, only slower).
-    `max_tenants`: tenants it accepts. A record of a tenant it has no state for, once it serves
-    that many, is a dead letter (reason `tenant_limit`), counted in `tenants_refused`: a
-    producer bug that invents tenant ids fills neither memory nor state. It counts the tenants
-    seen since the instance (re)started, so after a restore it may admit up to that many more.
-    `tenant_metrics`: tenants with their own `upm.tenant.<id>.*` metrics, the first ones seen
-    (a metric series per tenant does not scale to 100,000 tenants in Prometheus or the web UI);
-    every tenant counts in the job's totals."""
-    live_tenants: int = 10_000
+    `live_tenants`: tenants whose pipeline stays in memory, the least recently used leaving
+    first. All but the one being worked on are parked (their arrays compressed: ~9 KB a tenant
+    instead of ~47 KB). Keyed state is written after every batch, so a tenant that leaves loses
+    nothing; its next record decodes it from keyed state again (the same outcome, ~0.5 ms
+    slower). `max_tenants`: tenants it accepts. A record of a tenant it has no state for, once
+    it serves that many, is a dead letter (reason `tenant_limit`), counted in
+    `tenants_refused`: a producer bug that invents tenant ids fills neither memory nor state.
+    It counts the tenants seen since the instance (re)started, so after a restore it may
+    admit up to that many more. `tenant_metrics`: tenants with their own
+    `upm.tenant.<id>.*` metrics, the first ones seen (a metric series per tenant does not
+    scale to 100,000 tenants in Prometheus or the web UI); every tenant counts in the job's
+    totals."""
+    live_tenants: int = 100_000
     max_tenants: int = 1_000_000
     tenant_metrics: int = 1_000
 

@@ -18,31 +18,42 @@ from collections.abc import Callable
 
 
 class Changes:
+    # Three sets per core object and three core objects per tenant: created when first needed
+    # and dropped at each drain, so an idle tenant (most of them, with many) holds none.
+    __slots__ = ("_put", "_new", "_gone")
+
     def __init__(self) -> None:
-        self._put: set[str] = set()
-        self._new: set[str] = set()  # put since the last drain and not in the engine's state
-        self._gone: set[str] = set()
+        self._put: set[str] | None = None
+        self._new: set[str] | None = None  # put since the last drain, not in the engine's state
+        self._gone: set[str] | None = None
 
     def mark(self, key: str, new: bool = False) -> None:
         """`key` has a new value. `new`: it was not in the engine's state before."""
-        if new and key not in self._gone:
+        gone = self._gone
+        if new and not (gone and key in gone):
+            if self._new is None:
+                self._new = set()
             self._new.add(key)
-        self._gone.discard(key)
+        if gone:
+            gone.discard(key)
+        if self._put is None:
+            self._put = set()
         self._put.add(key)
 
     def drop(self, key: str) -> None:
-        self._put.discard(key)
-        if key in self._new:
+        if self._put:
+            self._put.discard(key)
+        if self._new and key in self._new:
             self._new.discard(key)  # never reached the engine: nothing to remove
         else:
+            if self._gone is None:
+                self._gone = set()
             self._gone.add(key)
 
     def drain(self, encode: Callable[[str], bytes], prefix: str = ""
               ) -> tuple[dict[str, bytes], list[str]]:
         """The parts to put and the keys to remove, named `prefix + key`."""
-        puts = {prefix + k: encode(k) for k in self._put}
-        gone = [prefix + k for k in self._gone]
-        self._put.clear()
-        self._new.clear()
-        self._gone.clear()
+        puts = {prefix + k: encode(k) for k in self._put} if self._put else {}
+        gone = [prefix + k for k in self._gone] if self._gone else []
+        self._put = self._new = self._gone = None
         return puts, gone

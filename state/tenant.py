@@ -222,6 +222,14 @@ class TenantPipeline:
             out.drift.quarantines += d.quarantines
             out.drift.recoveries += d.recoveries
 
+    # -- engine memory ---------------------------------------------------------------------
+
+    def park(self) -> None:
+        """Compress what is big and idle (the trainer's arrays); an engine that holds many
+        tenants parks the ones it is not working on. The next event that needs them unparks
+        them (one that only waits in the replay buffer does not)."""
+        self.trainer.park()
+
     # -- engine state ----------------------------------------------------------------------
 
     def drain_changes(self, prefix: str = "") -> tuple[dict[str, bytes], list[str]]:

@@ -41,8 +41,10 @@ def apply(held, p):
         held.pop(k, None)
 
 
-@pytest.mark.parametrize("restore_every", [None, 97, 1000])
+@pytest.mark.parametrize("restore_every", [None, 97, 1000, "park"])
 def test_parts_always_equal_a_full_serialization_and_restore_anywhere(restore_every):
+    """(`park`: parked after every event, as the Flink operator does with many tenants; the
+    next event that needs the arrays decodes them.)"""
     cfg = dataclasses.replace(demo_config(), trainer=dataclasses.replace(
         demo_config().trainer, steps_per_call=4))
     recs = records()
@@ -66,7 +68,9 @@ def test_parts_always_equal_a_full_serialization_and_restore_anywhere(restore_ev
         apply(held[tid], p)
         if i % 50 == 0:
             assert held[tid] == p.parts()
-        if restore_every and i % restore_every == 0:
+        if restore_every == "park":
+            p.park()
+        elif restore_every and i % restore_every == 0:
             live[tid] = TenantPipeline.from_parts(dict(held[tid]), cfg)
     for tid, p in live.items():
         outs[tid].append(p.on_timer(recs[-1].event_time))

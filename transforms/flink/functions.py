@@ -11,7 +11,9 @@ Snapshots, which PyFlink pickles.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import os
 import time
 from collections import OrderedDict
 
@@ -35,6 +37,9 @@ END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a
 # watermark next moves, after FLUSH_ROWS of them, or after FLUSH_AFTER_MS of processing time.
 FLUSH_ROWS = 256
 FLUSH_AFTER_MS = 1000
+# The live pipelines that may keep their arrays decoded (at most a quarter of
+# scale.live_tenants); the others are parked (state/tenant.py).
+HOT_TENANTS = 1000
 
 # One side output per record kind (state/records.py); all carry JSON text.
 TAGS = {kind: OutputTag(kind, Types.STRING()) for kind in RECORD_KINDS}
@@ -90,6 +95,25 @@ class Parse(ProcessFunction):
         yield DEAD_LETTERS, out
 
 
+_PROFILES = itertools.count()
+
+
+def _start_profile(runtime_context: RuntimeContext):
+    """With UPM_PROFILE_DIR set, cProfile of this operator's Python, written there as
+    `tenant-<pid>-<n>.prof` when the task ends (py-spy sees little of it: in thread mode the
+    Python runs on Flink's task thread inside the JVM)."""
+    directory = os.environ.get("UPM_PROFILE_DIR")
+    if not directory:
+        return None
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
+    # (not the subtask index: PyFlink 2.3's embedded get_index_of_this_subtask calls a Java
+    # method that is gone)
+    path = os.path.join(directory, f"tenant-{os.getpid()}-{next(_PROFILES)}.prof")
+    return profiler, path
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -121,6 +145,7 @@ class TenantFunction(KeyedProcessFunction):
         self.store_location = store_location
 
     def open(self, runtime_context: RuntimeContext):
+        self._profile = _start_profile(runtime_context)
         self.state = runtime_context.get_map_state(MapStateDescriptor(
             "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", ELEMENT_TYPE))
@@ -133,6 +158,8 @@ class TenantFunction(KeyedProcessFunction):
         self.tenant_values = TenantValues(g, self.scale.tenant_metrics)
         self.live: OrderedDict[str, TenantPipeline] = OrderedDict()  # least recently used first
         self._admitted: set[str] = set()  # tenants seen since open (scale.max_tenants)
+        self._hot: OrderedDict[str, TenantPipeline] = OrderedDict()  # live, recently used
+        self._hot_max = max(1, min(HOT_TENANTS, self.scale.live_tenants // 4))
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -147,11 +174,31 @@ class TenantFunction(KeyedProcessFunction):
         self._flush_at: dict[str, int] = {}
         self._flush_wall_at: dict[str, int] = {}
 
+    def close(self):
+        if self._profile:
+            profiler, path = self._profile
+            profiler.disable()
+            profiler.dump_stats(path)
+
     def _load(self, tenant: str) -> TenantPipeline:
         p = self.live.get(tenant)
-        if p is not None:
+        if p is None:
+            p = self._decode(tenant)
+        else:
             self.live.move_to_end(tenant)
-            return p
+        # Only the most recently used may have their arrays decoded (a parked trainer decodes
+        # them when it next needs them); the others were saved after their last batch and are
+        # parked.
+        hot = self._hot
+        if tenant in hot:
+            hot.move_to_end(tenant)
+        else:
+            hot[tenant] = p
+            if len(hot) > self._hot_max:
+                hot.popitem(last=False)[1].park()
+        return p
+
+    def _decode(self, tenant: str) -> TenantPipeline:
         parts = dict(self.state.items())
         p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
             tenant, self.config)
@@ -161,7 +208,8 @@ class TenantFunction(KeyedProcessFunction):
             p.after_snapshot = lambda ts: refresh_champion(store, ts)
         self.live[tenant] = p
         if len(self.live) > self.scale.live_tenants:
-            self.live.popitem(last=False)  # its state was written after its last batch
+            gone, _ = self.live.popitem(last=False)  # its state was written after its last batch
+            self._hot.pop(gone, None)
         return p
 
     def _admits(self, tenant: str) -> bool:
@@ -221,6 +269,18 @@ class TenantFunction(KeyedProcessFunction):
             self._flush_wall_at[tenant] = _now_ms() + FLUSH_AFTER_MS
             service.register_processing_time_timer(self._flush_wall_at[tenant])
 
+    def _disarm_flush(self, tenant: str, ctx) -> None:
+        """Delete the flush timers still pending once the buffer is empty: a timer callback
+        into Python that finds nothing to flush costs more than the delete. (Not one that is
+        also a timer the pipeline or the quiet release wants.)"""
+        service = ctx.timer_service()
+        at = self._flush_at.pop(tenant, None)
+        if at is not None and at not in self._armed.get(tenant, ()) and at != END_OF_INPUT:
+            service.delete_event_time_timer(at)
+        wall = self._flush_wall_at.pop(tenant, None)
+        if wall is not None and self._quiet_at.get(tenant) != wall:
+            service.delete_processing_time_timer(wall)
+
     def _flush(self, tenant: str, ctx):
         """Hand the tenant's buffered arrivals to its pipeline, in arrival order."""
         held = self._buffered.get(tenant)
@@ -231,6 +291,7 @@ class TenantFunction(KeyedProcessFunction):
             return
         self._buffered.pop(tenant, None)
         self.buffer.clear()
+        self._disarm_flush(tenant, ctx)
         p = self._load(tenant)
         if p.is_new:
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
@@ -243,20 +304,27 @@ class TenantFunction(KeyedProcessFunction):
 
     def on_timer(self, timestamp, ctx):
         tenant = ctx.get_current_key()
-        yield from self._flush(tenant, ctx)  # what arrived before this timer, first
-        p = self._load(tenant)
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            if self._flush_wall_at.get(tenant) == timestamp:
+        processing = ctx.time_domain() == TimeDomain.PROCESSING_TIME
+        # A flush timer's entry goes when it fires; one that is nothing else returns after the
+        # flush without loading the pipeline.
+        if processing:
+            flush_only = self._flush_wall_at.get(tenant) == timestamp
+            if flush_only:
                 del self._flush_wall_at[tenant]
-                if self._quiet_at.get(tenant) != timestamp:
-                    return
+                flush_only = self._quiet_at.get(tenant) != timestamp
+        else:
+            armed = self._armed.get(tenant, set())
+            flush_only = self._flush_at.get(tenant) == timestamp
+            if flush_only:
+                del self._flush_at[tenant]
+                flush_only = timestamp not in armed and timestamp != END_OF_INPUT
+        yield from self._flush(tenant, ctx)  # what arrived before this timer, first
+        if flush_only:
+            return
+        p = self._load(tenant)
+        if processing:
             yield from self._on_quiet_timer(p, timestamp, ctx)
             return
-        armed = self._armed.get(tenant, set())
-        if self._flush_at.get(tenant) == timestamp:
-            del self._flush_at[tenant]
-            if timestamp not in armed and timestamp != END_OF_INPUT:
-                return  # a flush timer only
         armed.discard(timestamp)
         if timestamp == END_OF_INPUT:
             yield from self._finish(p, p.end(), ctx, arm=False)
