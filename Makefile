@@ -26,6 +26,7 @@ bench: flink-env beam-env
 	$(FLINK)/bin/python bench/cluster_scaling.py
 	$(BEAM)/bin/python bench/backfill.py
 	$(FLINK)/bin/python bench/freshness.py
+	$(FLINK)/bin/python bench/tenants_scale.py
 	$(FLINK)/bin/python bench/report.py --markdown bench/results/bench.md
 
 bench-backfill: beam-env

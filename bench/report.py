@@ -1,7 +1,7 @@
 """One table of the last `make bench`: every row of bench/throughput.py (Flink venv),
-bench/cluster_scaling.py (Flink venv), bench/backfill.py (Beam venv) and bench/freshness.py
-(Flink venv), each with its ratio and the target of issue 23 it answers. The runtimes never
-share an environment, so each bench writes bench/results/<name>.json and this script (standard
+bench/cluster_scaling.py (Flink venv), bench/backfill.py (Beam venv), bench/freshness.py and
+bench/tenants_scale.py (Flink venv), each with its ratio and the target (issues 23 and 25) it
+answers. The runtimes never share an environment, so each bench writes bench/results/<name>.json and this script (standard
 library only) joins them.
 
     python3 bench/report.py [--markdown bench/results/bench.md]
@@ -47,7 +47,7 @@ def _target(name: str) -> tuple[str, float | None]:
         return ">= 100k windows/s", 100_000
     if "1000 tenants" in name:
         return ">= 0.8x 4 tenants", 0.8
-    if "10000 tenants" in name:
+    if "10000 tenants" in name or "100000 tenants" in name:
         return ">= 0.5x 4 tenants", 0.5
     if "dense tenant" in name:
         return ">= 0.5x 4 tenants", 0.5
@@ -87,6 +87,20 @@ def rows() -> list[dict]:
                         "ratio": None if name == "streaming core" else r["vs_streaming_core"],
                         "vs": None if name == "streaming core" else
                         "backfill: streaming core (same windows)"})
+    tn = _load("tenants")
+    if tn:
+        for name, r in tn["rows"].items():
+            out.append({"row": name, "value": r["windows_per_s"], "unit": "windows/s",
+                        "ratio": r["ratio"], "vs": r["vs"]})
+            out.append({"row": f"{name}: peak RSS of the process tree", "value": r["peak_rss_mib"],
+                        "unit": "MiB", "ratio": None, "vs": None,
+                        "target": ("<= 4 GiB", r["peak_rss_mib"] <= 4096)
+                        if r["tenants"] >= 100_000 else ("", None)})
+            if r["checkpoint_bytes"]:
+                out.append({"row": f"{name}: largest checkpoint ({r['checkpoint_ms']:,} ms), "
+                                   f"{r['state_bytes_per_tenant']:,.0f} bytes a tenant",
+                            "value": r["checkpoint_bytes"] / 2**20, "unit": "MiB",
+                            "ratio": None, "vs": None, "target": ("", None)})
     fr = _load("freshness")
     if fr:
         out.append({"row": f"freshness p99 at {fr['rate_msgs_per_s']:.0f} msgs/s from Kafka",

@@ -17,7 +17,7 @@ def _spec(args) -> fc.ClusterSpec:
                           rpc_port=getattr(args, "rpc_port", 6123),
                           slots=getattr(args, "slots", 1),
                           taskmanagers=getattr(args, "taskmanagers", 1),
-                          state_backend=getattr(args, "cluster_state_backend", None) or "hashmap")
+                          state_backend=getattr(args, "cluster_state_backend", None) or "rocksdb")
 
 
 def _prometheus_spec(args, spec: fc.ClusterSpec):
@@ -132,9 +132,9 @@ def add_commands(sub) -> None:
                    "TaskManager share its Python interpreter, so cores come from --taskmanagers)")
     f.add_argument("--taskmanagers", type=int, default=1)
     f.add_argument("--state-backend", dest="cluster_state_backend", choices=STATE_BACKENDS,
-                   default="hashmap", help="the jobs' default state backend: hashmap (JVM heap) "
-                   "or rocksdb (local disk, for more tenants than the heap holds); a job's "
-                   "own --state-backend wins")
+                   default="rocksdb", help="the jobs' default state backend: rocksdb (default; "
+                   "local disk, incremental checkpoints) or hashmap (the JVM heap); a job's own "
+                   "--state-backend wins")
     f.add_argument("--prometheus", action="store_true",
                    help="up: also start a Prometheus server (127.0.0.1) scraping the cluster, "
                    "with UPM Stream's recording and alert rules")

@@ -47,7 +47,7 @@ class ClusterSpec:
     jobmanager_host: str = "127.0.0.1"  # how TaskManagers and clients reach the JobManager
     taskmanager_host: str = "127.0.0.1"
     gpus_per_taskmanager: int = 0       # > 0: Flink's GPU external resource is configured
-    state_backend: str = "hashmap"      # the jobs' default; "rocksdb" for more tenants than heap
+    state_backend: str = "rocksdb"      # the jobs' default (or "hashmap": the JVM heap)
 
     @property
     def dir(self) -> Path:

@@ -125,9 +125,9 @@ def add_job_arguments(r: argparse.ArgumentParser, output_help: str = "./upm-data
     r.add_argument("--parallelism", type=int, default=1)
     r.add_argument("--shadow-deltas", action="store_true", help="write ShadowDelta records")
     r.add_argument("--state-backend", choices=STATE_BACKENDS,
-                   help="where Flink keeps keyed state: hashmap (JVM heap, fastest while it "
-                   "fits) or rocksdb (on local disk; for more tenants than the heap holds). "
-                   "Default: the cluster's (upm run: hashmap)")
+                   help="where Flink keeps keyed state: rocksdb (local disk, incremental "
+                   "checkpoints) or hashmap (the JVM heap). Default: upm run rocksdb; upm "
+                   "submit/resume the cluster's (upm flink up: rocksdb)")
     r.add_argument("--follow", action="store_true", help="watch input directories for new files")
     r.add_argument("--append", action="store_true", help="keep records of earlier runs")
     r.add_argument("--fresh", action="store_true",

@@ -56,7 +56,7 @@ class ScaleConfig:
     """How many tenants one parallel instance of the keyed step serves (an engine's memory).
 
     `live_tenants`: tenants whose pipeline stays in memory, the least recently used leaving
-    first. All but the one being worked on are parked (their arrays compressed: ~9 KB a tenant
+    first. All but the most recently used are parked (their arrays compressed: ~6 KB a tenant
     instead of ~47 KB). Keyed state is written after every batch, so a tenant that leaves loses
     nothing; its next record decodes it from keyed state again (the same outcome, ~0.5 ms
     slower). `max_tenants`: tenants it accepts. A record of a tenant it has no state for, once
