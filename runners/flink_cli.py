@@ -91,19 +91,33 @@ def stop_with_savepoint(spec: fc.ClusterSpec, job_id: str, directory: str | None
                         timeout_s: float = 300, drain: bool = False) -> str:
     """Stop the job with a savepoint; its location. `drain`: first advance event time to the
     end (Flink's MAX_WATERMARK), so every tenant does what a bounded input's end does (held
-    windows trained, drift judged, stats emitted) before the savepoint."""
+    windows trained, drift judged, stats emitted) before the savepoint. A job whose tasks are
+    not all running yet (a TaskManager still starting its Python) is asked again until they
+    are, or until `timeout_s`."""
     body = {"drain": drain, "formatType": "CANONICAL"}
     if directory:
         body["targetDirectory"] = directory
-    trigger = fc.rest(spec, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
     deadline = time.time() + timeout_s
+    while True:
+        trigger = fc.rest(spec, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
+        failure = _savepoint_outcome(spec, job_id, trigger, deadline)
+        if isinstance(failure, str):
+            return failure  # the location
+        if NOT_ALL_RUNNING not in str(failure) or time.time() > deadline:
+            raise RuntimeError(f"stop with savepoint failed: {failure}")
+        time.sleep(1)
+
+
+NOT_ALL_RUNNING = "Not all required tasks are currently running"
+
+
+def _savepoint_outcome(spec: fc.ClusterSpec, job_id: str, trigger: str, deadline: float):
+    """The savepoint's location (str), or its failure cause (dict)."""
     while time.time() < deadline:
         st = fc.rest(spec, f"/jobs/{job_id}/savepoints/{trigger}")
         if st["status"]["id"] == "COMPLETED":
             op = st["operation"]
-            if "failure-cause" in op:
-                raise RuntimeError(f"stop with savepoint failed: {op['failure-cause']}")
-            return op["location"]
+            return op["failure-cause"] if "failure-cause" in op else op["location"]
         time.sleep(0.5)
     raise RuntimeError("stop with savepoint did not complete in time")
 

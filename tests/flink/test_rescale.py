@@ -69,6 +69,9 @@ def test_rescale_1_to_2_to_1_keeps_every_model(two_taskmanagers, tmp_path):
         job_id = out.split("submitted job ")[1].split()[0]
         wait_for(lambda: upm_counters(spec.rest, job_id).get("messages_in") == len(part),
                  timeout=300)
+        # (a stage at parallelism 2 may still be starting its second TaskManager's task)
+        wait_for(lambda: all(v["status"] == "RUNNING"
+                             for v in fc.rest(spec, f"/jobs/{job_id}")["vertices"]), timeout=300)
         # Every line of the part has left the source: the savepoint's barriers follow them.
         tenant = [v for v in fc.rest(spec, f"/jobs/{job_id}")["vertices"]
                   if v["name"].startswith("Tenant")][0]

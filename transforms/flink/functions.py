@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import time
-from collections import OrderedDict
 
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, TimeDomain
@@ -28,6 +27,7 @@ from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.reasons import tenant_limit
 from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
+from state.tenant_cache import TenantCache
 from state.trainer import FRESHNESS_SLO_MS
 from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
@@ -37,8 +37,8 @@ END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a
 # watermark next moves, after FLUSH_ROWS of them, or after FLUSH_AFTER_MS of processing time.
 FLUSH_ROWS = 256
 FLUSH_AFTER_MS = 1000
-# The live pipelines that may keep their arrays decoded (at most a quarter of
-# scale.live_tenants); the others are parked (state/tenant.py).
+# The live pipelines that may keep their arrays decoded, at most a quarter of
+# scale.live_tenants (state/tenant_cache.py).
 HOT_TENANTS = 1000
 
 # One side output per record kind (state/records.py); all carry JSON text.
@@ -132,9 +132,9 @@ class TenantFunction(KeyedProcessFunction):
 
     Keyed state is one MapState of the pipeline's parts: after each batch only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
-    the whole object. The `scale.live_tenants` most recently used pipelines stay decoded in
-    `self.live` (a tenant that leaves it is decoded from its parts again when it next has
-    work); the cache cannot go stale: only this subtask writes its keys' state, and after any
+    the whole object. The `scale.live_tenants` most recently used pipelines stay in memory
+    (`self.live`, state/tenant_cache.py: most of them parked; a tenant that leaves it is decoded
+    from its parts again when it next has work); the cache cannot go stale: only this subtask writes its keys' state, and after any
     restore Flink opens a fresh function instance with an empty cache. A tenant with no state
     yet warm-starts from its newest snapshot in the store, if any, before its first record is
     trained; past `scale.max_tenants` tenants, its records are dead letters instead."""
@@ -156,10 +156,9 @@ class TenantFunction(KeyedProcessFunction):
                    "recoveries", "tenants_refused")}
         self.scale = self.config.scale
         self.tenant_values = TenantValues(g, self.scale.tenant_metrics)
-        self.live: OrderedDict[str, TenantPipeline] = OrderedDict()  # least recently used first
+        self.live = TenantCache(self.scale.live_tenants,
+                                min(HOT_TENANTS, self.scale.live_tenants // 4))
         self._admitted: set[str] = set()  # tenants seen since open (scale.max_tenants)
-        self._hot: OrderedDict[str, TenantPipeline] = OrderedDict()  # live, recently used
-        self._hot_max = max(1, min(HOT_TENANTS, self.scale.live_tenants // 4))
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -183,33 +182,14 @@ class TenantFunction(KeyedProcessFunction):
     def _load(self, tenant: str) -> TenantPipeline:
         p = self.live.get(tenant)
         if p is None:
-            p = self._decode(tenant)
-        else:
-            self.live.move_to_end(tenant)
-        # Only the most recently used may have their arrays decoded (a parked trainer decodes
-        # them when it next needs them); the others were saved after their last batch and are
-        # parked.
-        hot = self._hot
-        if tenant in hot:
-            hot.move_to_end(tenant)
-        else:
-            hot[tenant] = p
-            if len(hot) > self._hot_max:
-                hot.popitem(last=False)[1].park()
-        return p
-
-    def _decode(self, tenant: str) -> TenantPipeline:
-        parts = dict(self.state.items())
-        p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
-            tenant, self.config)
-        if self.store_location:
-            store = self.store_location
-            p.before_first_record = lambda ts, t: first_record(store, ts, t)
-            p.after_snapshot = lambda ts: refresh_champion(store, ts)
-        self.live[tenant] = p
-        if len(self.live) > self.scale.live_tenants:
-            gone, _ = self.live.popitem(last=False)  # its state was written after its last batch
-            self._hot.pop(gone, None)
+            parts = dict(self.state.items())
+            p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
+                tenant, self.config)
+            if self.store_location:
+                store = self.store_location
+                p.before_first_record = lambda ts, t: first_record(store, ts, t)
+                p.after_snapshot = lambda ts: refresh_champion(store, ts)
+            self.live.put(tenant, p)  # (every pipeline's state is written after its batch)
         return p
 
     def _admits(self, tenant: str) -> bool:
