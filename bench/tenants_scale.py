@@ -110,13 +110,13 @@ def main() -> None:
     total = args.tenants * args.windows_per_tenant
     with tempfile.TemporaryDirectory(prefix="upm-bench-tenants-") as tmp:
         work = Path(tmp)
-        few = run(4, total // 4, "hashmap", work)
+        few = run(4, total // 4, "rocksdb", work)  # the default config
         print(json.dumps(few), flush=True)
         many = {}
         for backend in ("hashmap", "rocksdb"):
             many[backend] = run(args.tenants, args.windows_per_tenant, backend, work)
             print(json.dumps(many[backend]), flush=True)
-    rows = {f"upm run, 4 tenants x {total // 4}, with start-up": {
+    rows = {f"upm run, 4 tenants x {total // 4}, rocksdb, with start-up": {
         **few, "ratio": None, "vs": None}}
     base = next(iter(rows))
     for backend, r in many.items():
