@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from model.snapshot import Snapshot
 from state.config import UpmConfig
 from state.parse import dead_letter, parse_message
-from state.reasons import tenant_limit
 from state.records import Feedback, QuarantineRecord, ShadowDelta
 from state.tenant import TenantPipeline
+from state.tenant_cache import TenantLimit
 
 
 @dataclass
@@ -78,7 +78,7 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
         if run.keep_deltas:
             run.deltas += out.deltas
 
-    admitted: set[str] = set()  # tenants whose records reach a pipeline (scale.max_tenants)
+    limit = TenantLimit(config.scale.max_tenants)
     for raw in messages:
         parsed = parse_message(raw, config.source.max_features)
         if not parsed.ok:
@@ -88,12 +88,10 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
                 tenant(dl.tenant_id).dead_letters += 1
             continue
         rec = parsed.record
-        if rec.tenant_id not in admitted:
-            if len(admitted) >= config.scale.max_tenants:
-                run.dead_letters.append(tenant_limit(config.scale.max_tenants))
-                tenant(rec.tenant_id).dead_letters += 1
-                continue
-            admitted.add(rec.tenant_id)
+        if not limit.admits(rec.tenant_id):
+            run.dead_letters.append(limit.reason)
+            tenant(rec.tenant_id).dead_letters += 1
+            continue
         t = tenant(rec.tenant_id)
         take(t, t.pipeline.on_feedback(rec) if isinstance(rec, Feedback)
              else t.pipeline.on_window(rec))

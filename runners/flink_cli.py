@@ -17,7 +17,8 @@ def _spec(args) -> fc.ClusterSpec:
                           rpc_port=getattr(args, "rpc_port", 6123),
                           slots=getattr(args, "slots", 1),
                           taskmanagers=getattr(args, "taskmanagers", 1),
-                          state_backend=getattr(args, "cluster_state_backend", None) or "rocksdb")
+                          state_backend=getattr(args, "cluster_state_backend", None)
+                          or fc.ClusterSpec.state_backend)
 
 
 def _prometheus_spec(args, spec: fc.ClusterSpec):
@@ -100,11 +101,11 @@ def stop_with_savepoint(spec: fc.ClusterSpec, job_id: str, directory: str | None
     deadline = time.time() + timeout_s
     while True:
         trigger = fc.rest(spec, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
-        failure = _savepoint_outcome(spec, job_id, trigger, deadline)
-        if isinstance(failure, str):
-            return failure  # the location
-        if NOT_ALL_RUNNING not in str(failure) or time.time() > deadline:
-            raise RuntimeError(f"stop with savepoint failed: {failure}")
+        outcome = _savepoint_outcome(spec, job_id, trigger, deadline)
+        if isinstance(outcome, str):
+            return outcome  # the location
+        if NOT_ALL_RUNNING not in str(outcome) or time.time() > deadline:
+            raise RuntimeError(f"stop with savepoint failed: {outcome}")
         time.sleep(1)
 
 

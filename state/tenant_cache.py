@@ -1,4 +1,7 @@
-"""TenantCache: the tenants' pipelines an engine keeps in memory, bounded. No I/O.
+"""How many tenants an engine instance holds. No I/O.
+
+TenantCache: the tenants' pipelines it keeps in memory, bounded. TenantLimit: the tenants it
+accepts at all (`scale.max_tenants`).
 
 An engine that writes a tenant's state after every batch (the Flink operator) can drop a
 pipeline at any time between batches and decode it from keyed state when the tenant next has
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from state.reasons import tenant_limit
 from state.tenant import TenantPipeline
 
 
@@ -55,3 +59,26 @@ class TenantCache:
         hot[tenant] = p
         if len(hot) > self.hot_max:
             hot.popitem(last=False)[1].park()
+
+
+class TenantLimit:
+    """`scale.max_tenants`: the tenants one engine instance accepts. A tenant is admitted when
+    first seen while fewer than `max_tenants` are, or whenever it already has state there
+    (`has_state`, asked only at the limit: after a restore the count starts again, so it may
+    admit up to that many more); a record of one not admitted is a dead letter (`reason`)."""
+
+    def __init__(self, max_tenants: int):
+        self.max_tenants = max_tenants
+        self._admitted: set[str] = set()
+
+    def admits(self, tenant: str, has_state=lambda: False) -> bool:
+        if tenant in self._admitted:
+            return True
+        if len(self._admitted) >= self.max_tenants and not has_state():
+            return False
+        self._admitted.add(tenant)
+        return True
+
+    @property
+    def reason(self) -> str:
+        return tenant_limit(self.max_tenants)

@@ -111,6 +111,26 @@ def _hasher(width: int) -> FeatureHasher:
     return h
 
 
+class _Unparked:
+    """A trainer's array dict (`params`, `slots`, `norm`), decoded first if the trainer is
+    parked: reading or replacing one unparks all three."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, ts, owner=None):
+        if ts is None:
+            return self
+        if ts._parked is not None:
+            ts._unpark()
+        return getattr(ts, self.attr)
+
+    def __set__(self, ts, value) -> None:
+        if ts._parked is not None:
+            ts._unpark()
+        setattr(ts, self.attr, value)
+
+
 class TrainerState:
     def __init__(self, tenant_id: str, model: ModelConfig = ModelConfig(),
                  config: TrainerConfig = TrainerConfig(), trainer_id: str | None = None):
@@ -186,41 +206,9 @@ class TrainerState:
         self._params, self._slots = groups["p"], groups["s"]
         self._norm = groups["n"] if has_norm else None
 
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        if self._parked is not None:
-            self._unpark()
-        return self._params
-
-    @params.setter
-    def params(self, value: dict[str, np.ndarray]) -> None:
-        if self._parked is not None:
-            self._unpark()
-        self._params = value
-
-    @property
-    def slots(self) -> dict[str, np.ndarray]:
-        if self._parked is not None:
-            self._unpark()
-        return self._slots
-
-    @slots.setter
-    def slots(self, value: dict[str, np.ndarray]) -> None:
-        if self._parked is not None:
-            self._unpark()
-        self._slots = value
-
-    @property
-    def norm(self) -> dict[str, np.ndarray] | None:
-        if self._parked is not None:
-            self._unpark()
-        return self._norm
-
-    @norm.setter
-    def norm(self, value: dict[str, np.ndarray] | None) -> None:
-        if self._parked is not None:
-            self._unpark()
-        self._norm = value
+    params = _Unparked()
+    slots = _Unparked()
+    norm = _Unparked()
 
     # -- events ----------------------------------------------------------------------------
 

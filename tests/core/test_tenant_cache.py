@@ -43,3 +43,12 @@ def test_a_parked_tenant_goes_on_exactly_as_one_never_parked():
     a.end(), b.end()
     assert a.trainer.trained == b.trainer.trained > 0
     assert a.parts() == b.parts()
+
+
+def test_the_limit_admits_the_first_tenants_and_any_with_state():
+    from state.tenant_cache import TenantLimit
+    limit = TenantLimit(2)
+    assert limit.admits("a") and limit.admits("b") and limit.admits("a")
+    assert not limit.admits("c")
+    assert limit.admits("d", has_state=lambda: True)  # restored: it was admitted before
+    assert "scale.max_tenants=2" in limit.reason and limit.reason.startswith("tenant_limit:")

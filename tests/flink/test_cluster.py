@@ -18,12 +18,10 @@ from state.scenario import ScenarioSpec, generate, generate_timed
 OPERATORS = ("Parse", "Tenant", "SnapshotWriter", "Governor")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    store = tmp_path_factory.mktemp("cluster")
-    p = free_port()
-    spec = fc.ClusterSpec(store=str(store), rest_port=p, rpc_port=free_port(),
-                          prometheus_ports=f"{free_port()}")
+def running_cluster(tmp_path_factory, name: str, **spec):
+    """A standalone cluster on free ports for a module's tests, brought down after them."""
+    spec = fc.ClusterSpec(store=str(tmp_path_factory.mktemp(name)), rest_port=free_port(),
+                          rpc_port=free_port(), **spec)
     fc.up(spec)
     try:
         yield spec
@@ -32,6 +30,11 @@ def cluster(tmp_path_factory):
         deadline = time.time() + 30
         while fc.overview(spec) and time.time() < deadline:
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory, "cluster", prometheus_ports=f"{free_port()}")
 
 
 def upm(*args):

@@ -2,14 +2,12 @@
 at 2 (on RocksDB, from a savepoint the heap backend took), is stopped again and resumes at 1
 (back on the heap), and every tenant ends exactly where one uninterrupted run ends."""
 
-import time
-
 import pytest
 
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate
-from pipelines.ports import free_port, free_port_range
-from tests.flink.test_cluster import PROFILE, state, upm, wait_for
+from pipelines.ports import free_port_range
+from tests.flink.test_cluster import PROFILE, running_cluster, state, upm, wait_for
 
 # Only the tenants' own frontiers release held windows (no processing-time quiet release), so
 # what each job stage trains does not depend on how long a stage runs.
@@ -18,17 +16,8 @@ ARGS = (*PROFILE, "--set", "replay.quiet_release_ms=0", "--checkpoint-interval-m
 
 @pytest.fixture(scope="module")
 def two_taskmanagers(tmp_path_factory):
-    store = tmp_path_factory.mktemp("rescale-cluster")
-    spec = fc.ClusterSpec(store=str(store), rest_port=free_port(), rpc_port=free_port(),
-                          prometheus_ports=free_port_range(3), taskmanagers=2)
-    fc.up(spec)
-    try:
-        yield spec
-    finally:
-        fc.down(spec)
-        deadline = time.time() + 30
-        while fc.overview(spec) and time.time() < deadline:
-            time.sleep(0.5)
+    yield from running_cluster(tmp_path_factory, "rescale-cluster",
+                               prometheus_ports=free_port_range(3), taskmanagers=2)
 
 
 def publish(inbox, name: str, lines: list[str]) -> None:

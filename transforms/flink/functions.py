@@ -24,10 +24,9 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
-from state.reasons import tenant_limit
 from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
-from state.tenant_cache import TenantCache
+from state.tenant_cache import TenantCache, TenantLimit
 from state.trainer import FRESHNESS_SLO_MS
 from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
@@ -133,9 +132,10 @@ class TenantFunction(KeyedProcessFunction):
     Keyed state is one MapState of the pipeline's parts: after each batch only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
     the whole object. The `scale.live_tenants` most recently used pipelines stay in memory
-    (`self.live`, state/tenant_cache.py: most of them parked; a tenant that leaves it is decoded
-    from its parts again when it next has work); the cache cannot go stale: only this subtask writes its keys' state, and after any
-    restore Flink opens a fresh function instance with an empty cache. A tenant with no state
+    (`self.live`, state/tenant_cache.py: most of them parked; a tenant that leaves it is
+    decoded from its parts again when it next has work); the cache cannot go stale: only this
+    subtask writes its keys' state, and after any restore Flink opens a fresh function
+    instance with an empty cache. A tenant with no state
     yet warm-starts from its newest snapshot in the store, if any, before its first record is
     trained; past `scale.max_tenants` tenants, its records are dead letters instead."""
 
@@ -158,7 +158,7 @@ class TenantFunction(KeyedProcessFunction):
         self.tenant_values = TenantValues(g, self.scale.tenant_metrics)
         self.live = TenantCache(self.scale.live_tenants,
                                 min(HOT_TENANTS, self.scale.live_tenants // 4))
-        self._admitted: set[str] = set()  # tenants seen since open (scale.max_tenants)
+        self.limit = TenantLimit(self.scale.max_tenants)
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -192,15 +192,9 @@ class TenantFunction(KeyedProcessFunction):
             self.live.put(tenant, p)  # (every pipeline's state is written after its batch)
         return p
 
-    def _admits(self, tenant: str) -> bool:
-        """Whether this instance takes the tenant's records (scale.max_tenants)."""
-        if tenant in self._admitted:
-            return True
-        if (len(self._admitted) >= self.scale.max_tenants and self.state.is_empty()
-                and not any(True for _ in self.buffer.get())):
-            return False
-        self._admitted.add(tenant)
-        return True
+    def _has_state(self) -> bool:
+        """Whether the current key has anything in keyed state (after a restore)."""
+        return not self.state.is_empty() or any(True for _ in self.buffer.get())
 
     def _save(self, p: TenantPipeline) -> None:
         puts, gone = p.drain_changes()
@@ -221,13 +215,13 @@ class TenantFunction(KeyedProcessFunction):
     def process_element(self, value, ctx):
         rec = element_of(value)
         tenant = rec.tenant_id
-        if not self._admits(tenant):
+        if not self.limit.admits(tenant, self._has_state):
             self._count("feedback_in" if isinstance(rec, Feedback) else "windows_in")
             self._count("dead_letters")
             self._count("tenants_refused")
             self._push_counts()
-            yield DEAD_LETTERS, dead_letter(rec.to_json(), tenant_limit(self.scale.max_tenants),
-                                            "tenant", _now_ms()).to_json()
+            yield DEAD_LETTERS, dead_letter(rec.to_json(), self.limit.reason, "tenant",
+                                            _now_ms()).to_json()
             return
         self.buffer.add(value)
         held = self._buffered.get(tenant)
