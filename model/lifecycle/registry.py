@@ -351,6 +351,7 @@ class Registry:
         self.documents = documents
         self.clock = clock
         self.max_attempts = max_attempts
+        self.conflicts = 0  # writes that lost a compare-and-swap and were retried
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -372,6 +373,7 @@ class Registry:
                 self.documents.write(work, token)
                 return result
             except RegistryConflict:
+                self.conflicts += 1
                 time.sleep(min(0.05, 0.001 * (2 ** min(attempt, 6))))
         raise RegistryConflict(f"gave up after {self.max_attempts} conflicting attempts")
 

@@ -145,7 +145,8 @@ def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
     for engine, python in ENGINES:
         out = tmp_path / engine
         stdout, summary = upm_run(python, engine, src, out, conf)
-        quarantines = sorted(r["tenant_id"] for r in read_records(out / "records", "quarantines")
+        quarantines = sorted((r["tenant_id"], r["drift_window_id"], r["snapshot_id"])
+                             for r in read_records(out / "records", "quarantines")
                              if r["event"] == "ai.upm.drift.quarantine")
         results[engine] = (summary, snapshot_ids(out), quarantines, stdout)
     (sb, snb, qb, _), (sf, snf, qf, _) = results["beam"], results["flink"]
@@ -165,9 +166,10 @@ def test_the_shared_scenario_agrees_across_flink_and_beam(tmp_path):
                    if d.get("tenant_id") == TENANT]
         assert len(reasons) == refused and all(
             r.startswith("bad_label: label 7.5 is not 0 or 1") for r in reasons), reasons[:3]
-    assert {r[0].split("-v")[0] for r in snb} >= {TENANT}
+    assert {r[0].split("-v")[0] for r in snb} == {*expected.tenants, TENANT}  # all snapshot
     assert snb == snf
-    assert qb == qf == [expected.drift_tenant]
+    assert [q[0] for q in qb] == [expected.drift_tenant] and qb == qf
+    assert all(q[1] and q[2] for q in qb)  # a drift window and the snapshot it quarantined
 
 
 def test_the_beam_metrics_count_what_the_records_say(tmp_path):

@@ -6,16 +6,18 @@ from hypothesis import given, settings, strategies as st
 
 from state.drift import DriftConfig, DriftWindow, drift_score
 from state.records import ShadowDelta
-from state.sketch import MIN_VALUE, QuantileSketch
+from state.sketch import DEFAULT_RELATIVE_ACCURACY, MIN_VALUE, QuantileSketch
 
 
 def assert_close(sketch_value, exact):
-    # values under MIN_VALUE count as zero (state/sketch.py): hypothesis found 4.3e-12 -> 0.0
-    assert abs(sketch_value - exact) <= 0.01 * abs(exact) + MIN_VALUE, (sketch_value, exact)
+    # the README's claim: relative error <= 0.4% (plus float rounding); values under MIN_VALUE
+    # count as zero (state/sketch.py): hypothesis found 4.3e-12 -> 0.0
+    bound = DEFAULT_RELATIVE_ACCURACY * (1 + 1e-9) * abs(exact) + MIN_VALUE
+    assert abs(sketch_value - exact) <= bound, (sketch_value, exact)
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_p95_within_one_percent_on_random_streams(seed):
+def test_p95_within_the_claimed_accuracy_on_random_streams(seed):
     rng = np.random.default_rng(seed)
     for values in (rng.random(5000), rng.beta(0.5, 3, 20000), rng.exponential(0.05, 3000).clip(0, 1)):
         sk = QuantileSketch()
@@ -31,7 +33,7 @@ def test_p95_within_one_percent_on_random_streams(seed):
     [0.5],                                  # one sample
     list(np.linspace(0, 1, 101)) * 7,       # repeated grid
 ])
-def test_p95_within_one_percent_on_adversarial_streams(values):
+def test_p95_within_the_claimed_accuracy_on_adversarial_streams(values):
     sk = QuantileSketch()
     sk.extend(values)
     assert_close(sk.quantile(0.95), float(np.quantile(values, 0.95)))

@@ -160,10 +160,20 @@ def test_upm_export_on_the_command_line(tmp_path):
              str(tmp_path / "out"))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert sid in ok.stdout and verify_export(tmp_path / "out")["snapshot_id"] == sid
+    exported = _tree_digest(tmp_path / "out")
     for args, words in ((("--tenant", "acme", "--stage", "active"), "points to no snapshot"),
                         (("--tenant", "nobody", "--stage", "staging"), "no artifacts"),
                         (("--tenant", "acme", "--snapshot", sid), "not an empty directory")):
         bad = run(*args, str(tmp_path / "out"))
         last = bad.stderr.strip().splitlines()[-1]
         assert bad.returncode == 1 and words in last and "Traceback" not in bad.stderr, last
-    assert (tmp_path / MANIFEST.parent).exists() is False
+    assert _tree_digest(tmp_path / "out") == exported  # a refused export writes nothing
+
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

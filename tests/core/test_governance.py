@@ -1,3 +1,4 @@
+import hashlib
 import json
 import subprocess
 import sys
@@ -65,12 +66,12 @@ def test_bad_hash_is_refused(world):
 def test_bad_signature_is_refused(world, tmp_path):
     sid = world.ids()[0]
     other_priv, _ = generate_keypair(tmp_path / "other")
-    s = world.snaps["acme"][0]
     doc_sig = Signer.from_pem(other_priv.read_bytes()).sign(sid, world.registry.artifact("acme", sid)["sha256"])
     world.registry.update(lambda d: d["tenants"]["acme"]["artifacts"][sid].update(signature=doc_sig))
     assert "unknown key" in _refused(world, "staging", sid, "signature")
     assert world.registry.tenant("acme")["stages"]["staging"] is None
-    assert s.manifest["snapshot_id"] == sid  # the signature was the only thing changed
+    art = world.registry.artifact("acme", sid)  # the signature was the only thing changed:
+    assert hashlib.sha256(world.store.get_bytes(art["uri"])).hexdigest() == art["sha256"]
 
 
 def test_unsigned_artifact_is_refused(tmp_path):
@@ -215,13 +216,16 @@ CONCURRENT = textwrap.dedent("""
     from model.lifecycle.governance import Governance, JsonLinesSink
     from model.lifecycle.policy import Policy
     from model.lifecycle.signing import Verifier
+    from tests.core.collide import FirstReadBarrier
     root, who = sys.argv[1], sys.argv[2]
-    store, reg = LocalSnapshotStore(root), Registry(LocalDocumentStore(root))
+    store = LocalSnapshotStore(root)
+    reg = Registry(FirstReadBarrier(LocalDocumentStore(root), root + "/go", who))
     pol = Policy.from_toml('[stage.staging]\\nchecks = ["sha256"]\\n')
     gov = Governance(reg, store, pol, Verifier({}), JsonLinesSink(root + "/events.jsonl"))
     for s in make_snapshots("acme-" + who, 12, interval=8, seed=int(who)):
         publish(store, reg, None, s)
         gov.promote("acme-" + who, "staging", s.snapshot_id, "proc" + who, "walk")
+    print("conflicts", reg.conflicts)
 """)
 
 
@@ -232,9 +236,11 @@ def test_two_processes_promoting_concurrently_lose_no_update(tmp_path, round_):
     root = Path(__file__).resolve().parents[2]
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), w], cwd=root,
                               env={"PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3",
-                                   "PATH": "/usr/bin:/bin"})
+                                   "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, text=True)
              for w in ("1", "2")]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum(int(o.split("conflicts")[-1]) for o in outs) >= 1, outs  # they did collide
     doc = json.loads((tmp_path / "registry" / "models.json").read_text())
     for w in ("1", "2"):
         t = doc["tenants"][f"acme-{w}"]

@@ -98,13 +98,15 @@ def test_register_many_is_one_update_and_all_or_none(location):
 
 WRITER = textwrap.dedent("""
     import sys
-    from model.lifecycle.registry import open_registry
-    loc, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    reg = open_registry(loc)
+    from model.lifecycle.registry import Registry, open_documents
+    from tests.core.collide import FirstReadBarrier
+    loc, who, n, barrier = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    reg = Registry(FirstReadBarrier(open_documents(loc), barrier, who))
     for i in range(n):
         reg.register({"snapshot_id": f"{who}-v{i:06d}", "tenant_id": "acme", "uri": "u",
                       "sha256": f"{who}{i}", "size_bytes": 1, "format": "f",
                       "compression": "zstd", "version": i})
+    print("conflicts", reg.conflicts)
 """)
 
 
@@ -115,10 +117,14 @@ def test_two_concurrent_writers_lose_no_update(location, tmp_path, round_):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     import os
-    procs = [subprocess.Popen([sys.executable, str(script), loc, w, "15"], cwd=REPO,
-                              env={**os.environ, **env, "PYTHONPATH": str(REPO)})
+    procs = [subprocess.Popen([sys.executable, str(script), loc, w, "15", str(tmp_path / "go")],
+                              cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                              stdout=subprocess.PIPE, text=True)
              for w in ("a", "b")]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    # both read generation 0 before either wrote, so at least one write lost and was retried
+    assert sum(int(o.split("conflicts")[-1]) for o in outs) >= 1, outs
     doc = open_registry(loc).read()
     arts = doc["tenants"]["acme"]["artifacts"]
     assert len(arts) == 30 and doc["generation"] == 30

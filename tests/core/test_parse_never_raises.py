@@ -11,7 +11,7 @@ from state.parse import (MAX_DEPTH, dead_letter, last_resort_dead_letter, parse_
 from state.records import DeadLetter
 
 CLASSES = {"bad_json", "missing_field", "bad_timestamp", "not_finite", "wrong_type",
-           "unsafe_tenant_id", "oversized", "internal"}
+           "unsafe_tenant_id", "oversized"}  # not `internal:`: that would be a parser bug
 
 GOOD = {"window_id": "w-1", "tenant_id": "acme", "window_start": "2026-11-22T10:00:00Z",
         "window_end": "2026-11-22T10:00:01Z", "features": {"f0": 0.5}, "label": 1.0}

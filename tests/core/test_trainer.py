@@ -173,6 +173,9 @@ def test_device_choice():
         with pytest.raises(DeviceError, match="no GPU"):
             tf_call(resolve_device, "gpu")
         assert tf_call(resolve_device, "auto") == "/CPU:0"
+    else:
+        assert tf_call(resolve_device, "gpu") == "/GPU:0"
+        assert tf_call(resolve_device, "auto") == "/GPU:0"
     with pytest.raises(DeviceError):
         tf_call(resolve_device, "tpu")
 

@@ -19,6 +19,7 @@ def test_embedded_default_prints_progress_and_a_summary_that_adds_up(tmp_path):
     assert "TOTAL" in proc.stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     assert set(summary) >= {"tenants", "totals"}
+    assert set(summary["tenants"]) == set(summary["expected"]["tenants"]) == {"acme", "globex"}
     for name, t in summary["tenants"].items():
         assert set(KEYS) <= set(t), name
         assert t["windows_in"] == (t["trained"] + t["duplicates"] + t["late"]
