@@ -68,6 +68,13 @@ def cmd_submit(args) -> int:
                                job_name=args.name,
                                savepoint_path=getattr(args, "from_savepoint", None),
                                checkpoint_interval_ms=args.checkpoint_interval_ms)
+    if opts.uses_kafka:  # what is wrong here first, then what is wrong over there
+        from transforms.flink.kafka import connector_jars
+        connector_jars()
+    spec = dataclasses.replace(_spec(args), jobmanager_host=args.rest_host)
+    if not fc.overview(spec, timeout=10):
+        raise UserError(f"no Flink cluster answers on {spec.rest}/ (start one with `upm flink "
+                        "up`, or give its --rest-host and --rest-port)", exit_code=1)
     job_id = submit(opts)
     print(f"submitted job {job_id}  web UI "
           f"http://{args.rest_host}:{args.rest_port}/#/job/running/{job_id}")

@@ -7,7 +7,7 @@ import pytest
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate
 from pipelines.ports import free_port_range
-from tests.flink.test_cluster import PROFILE, running_cluster, state, upm, wait_for
+from tests.flink.test_cluster import PROFILE, running_cluster, stop, upm, wait_for
 
 # Only the tenants' own frontiers release held windows (no processing-time quiet release), so
 # what each job stage trains does not depend on how long a stage runs.
@@ -25,13 +25,6 @@ def publish(inbox, name: str, lines: list[str]) -> None:
     tmp = inbox / f".{name}"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.rename(inbox / name)
-
-
-def stop(spec, job_id: str, savepoints, drain: bool = False) -> str:
-    out = upm("stop", "--rest-port", str(spec.rest_port), job_id, "--savepoint",
-              "--savepoint-dir", str(savepoints), *(["--drain"] if drain else []))
-    wait_for(lambda: state(spec, job_id) == "FINISHED", timeout=120)
-    return out.split("savepoint ")[-1].strip()
 
 
 def test_rescale_1_to_2_to_1_keeps_every_model(two_taskmanagers, tmp_path):

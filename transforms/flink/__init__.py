@@ -1,3 +1,3 @@
 """PyFlink adapters: Parse, Tenant (a tenant's whole path in one keyed operator), SnapshotWriter
-and Governor functions; pushed metrics; the Kafka source and sink; the build step that fetches
-the pinned connector jars."""
+and Governor functions; pushed metrics; the Kafka source and sink; the connector jars' pins and
+the build step that fetches them."""

@@ -16,13 +16,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from transforms.flink.jar_pins import pinned
+
 PACKAGE = "shigawire-apache-flink-libraries==2.0.0.post1"
-SHA256_FILE = Path(__file__).with_name("kafka-jars.sha256")
-
-
-def pinned() -> dict[str, str]:
-    return {name: digest for digest, name in
-            (line.split() for line in SHA256_FILE.read_text().splitlines() if line.strip())}
 
 
 def fetch(dest: Path) -> list[Path]:

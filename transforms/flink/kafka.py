@@ -14,7 +14,6 @@ these jars, so the offsets initializer is built through the Java gateway.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -24,22 +23,10 @@ from pyflink.datastream.connectors.kafka import (DeliveryGuarantee, KafkaOffsets
                                                  KafkaRecordSerializationSchema, KafkaSink,
                                                  KafkaSource)
 
-SHA256_FILE = Path(__file__).with_name("kafka-jars.sha256")
+from transforms.flink.jar_pins import ConnectorJarError, pinned, verified
+
 # The broker's transaction.max.timeout.ms defaults to 15 minutes; stay well inside it.
 TRANSACTION_TIMEOUT_MS = 300_000
-
-
-class ConnectorJarError(RuntimeError):
-    pass
-
-
-def pinned_jars() -> dict[str, str]:
-    out = {}
-    for line in SHA256_FILE.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split()
-            out[name] = digest
-    return out
 
 
 def connector_jars() -> list[Path]:
@@ -52,17 +39,7 @@ def connector_jars() -> list[Path]:
             raise ConnectorJarError(f"UPM_KAFKA_JARS names missing files: {', '.join(missing)}")
         return jars
     base = Path(sys.prefix) / "upm-jars"
-    jars = []
-    for name, digest in pinned_jars().items():
-        path = base / name
-        if not path.is_file():
-            raise ConnectorJarError(f"{path} is missing: run `make flink-env` (it fetches the "
-                                    "pinned Kafka connector) or set UPM_KAFKA_JARS")
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != digest:
-            raise ConnectorJarError(f"{path} has sha256 {actual}, expected {digest}: refusing it")
-        jars.append(path)
-    return jars
+    return [verified(base / name, digest) for name, digest in pinned().items()]
 
 
 def source(bootstrap: str, topics: list[str], group_id: str, bounded: bool) -> KafkaSource:
