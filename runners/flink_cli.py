@@ -17,6 +17,8 @@ def _spec(args) -> fc.ClusterSpec:
                           rpc_port=getattr(args, "rpc_port", 6123),
                           slots=getattr(args, "slots", 1),
                           taskmanagers=getattr(args, "taskmanagers", 1),
+                          prometheus_ports=getattr(args, "metrics_ports", None)
+                          or fc.ClusterSpec.prometheus_ports,
                           state_backend=getattr(args, "cluster_state_backend", None)
                           or fc.ClusterSpec.state_backend)
 
@@ -157,6 +159,9 @@ def add_commands(sub) -> None:
                    default="rocksdb", help="the jobs' default state backend: rocksdb (default; "
                    "local disk, incremental checkpoints) or hashmap (the JVM heap); a job's own "
                    "--state-backend wins")
+    f.add_argument("--metrics-ports", default=fc.ClusterSpec.prometheus_ports, metavar="LO-HI",
+                   help="the port range of the JobManager's and TaskManagers' Prometheus "
+                   "reporters, one port each (default %(default)s)")
     f.add_argument("--prometheus", action="store_true",
                    help="up: also start a Prometheus server (127.0.0.1) scraping the cluster, "
                    "with UPM Stream's recording and alert rules")

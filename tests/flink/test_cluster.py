@@ -133,36 +133,14 @@ PROFILE = ["--set", "trainer.snapshot_interval=200", "--set", "drift.window_dura
            "--set", "drift.sample_size=300", "--shadow-deltas"]
 
 
-def test_taskmanager_kill_recovers_exactly_once(cluster, tmp_path):
-    """Kill every TaskManager mid-stream (a supervisor then starts a new one): the job restarts
-    from its last checkpoint and the records prove no window lost, none trained twice, and
-    snapshot versions written once each, bit-identical to the engine-free core."""
-    import os
-    import signal
-
+def assert_each_window_trained_once(store, lines, expected):
+    """The records of a job that ran to the end of `lines` (through faults): every window
+    accounted for, each trained once, snapshot versions written once each, bit-identical to
+    the engine-free core's."""
     from model.snapshot import encode
     from pipelines.local_job import run_local
     from pipelines.summary import read_records, summarize
     from state.config import UpmConfig
-
-    spec = cluster
-    # Long enough that the job is still running when the kill comes (the job trains the first
-    # 500 windows within seconds; the whole input takes several times that).
-    lines, expected = generate(ScenarioSpec(tenants=3, windows_per_tenant=6000, seed=5))
-    src = tmp_path / "windows.jsonl"
-    src.write_text("\n".join(lines) + "\n")
-    store = tmp_path / "store"
-    job_id = submit(spec, store, "--input", str(src), *PROFILE)
-    from runners.flink_progress import upm_counters
-    wait_for(lambda: state(spec, job_id) == "RUNNING" and completed_checkpoints(spec, job_id) >= 1
-             and upm_counters(spec.rest, job_id).get("trained", 0) > 500, timeout=240, every=0.5)
-    killed = fc.taskmanager_pids(spec)
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-    fc.add_taskmanager(spec)  # the supervisor's part
-    wait_for(lambda: state(spec, job_id) in ("FINISHED", "FAILED"), timeout=400, every=1)
-    assert state(spec, job_id) == "FINISHED"
-    assert get(spec, f"/jobs/{job_id}/checkpoints")["counts"]["restored"] >= 1
 
     summary = summarize(store / "records")
     for tenant, exp in expected.tenants.items():
