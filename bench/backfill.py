@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import write_results  # noqa: E402  (bench/, the script's directory)
 
 from pipelines import backfill_job  # noqa: E402
 from pipelines.local_job import run_local  # noqa: E402
@@ -107,9 +108,7 @@ def main() -> None:
         print(f"{name:<32}{secs:9.2f}{rate:10.0f}{rate / base:8.1f}x")
         out[name] = {"seconds": secs, "messages": n, "messages_per_s": rate,
                      "vs_streaming_core": rate / base, "trained": trained}
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "backfill.json").write_text(json.dumps(out, indent=2))
+    write_results("backfill", {"rows": out})
 
 
 if __name__ == "__main__":

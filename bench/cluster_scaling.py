@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import write_results  # noqa: E402  (bench/, the script's directory)
 
 from pipelines.ports import free_port  # noqa: E402
 from runners import flink_cluster as fc  # noqa: E402
@@ -94,9 +94,7 @@ def main() -> None:
     result = {"rows": {p1: {"windows_per_s": rates[1], "vs": None, "ratio": None},
                        p2: {"windows_per_s": rates[2], "vs": p1, "ratio": rates[2] / rates[1]}}}
     print(f"p=2 / p=1: {rates[2] / rates[1]:.2f}x")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "cluster.json").write_text(json.dumps(result, indent=2))
+    write_results("cluster", result)
 
 
 if __name__ == "__main__":

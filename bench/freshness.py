@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import write_results  # noqa: E402  (bench/, the script's directory)
 
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -137,9 +138,7 @@ def main() -> None:
           f"{len(f)} snapshots registered from them")
     print(f"freshness (registered - arrival of the newest window): p50 {result['p50_s']:.2f} s, "
           f"p99 {result['p99_s']:.2f} s, max {result['max_s']:.2f} s")
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "freshness.json").write_text(json.dumps(result, indent=2))
+    write_results("freshness", result)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ raise none).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -46,6 +45,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from provenance import provenance_line, write_results  # noqa: E402  (bench/, the script's directory)
 
 from pipelines.local_job import run_local  # noqa: E402
 from state.config import UpmConfig  # noqa: E402
@@ -302,10 +302,10 @@ def main() -> None:
     for name, task, rows, change, profile in drift_streams(args.drift_before, args.drift_after):
         drifts.append(drift_row(name, task, rows, change, profile))
         print(_drift_line(drifts[-1]), flush=True)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "quality.json").write_text(
-        json.dumps({"learning": results, "drift": drifts}, indent=2))
-    (HERE / "results" / "quality.md").write_text(markdown(results) + "\n" + drift_markdown(drifts))
+    stamp = write_results("quality", {"learning": results, "drift": drifts})
+    source = json.loads(stamp.read_text())["provenance"]
+    (HERE / "results" / "quality.md").write_text(
+        markdown(results) + "\n" + drift_markdown(drifts) + "\n" + provenance_line(source))
 
 
 LEARNERS = ("upm_defaults", "upm_mlp", "upm_mlp_tuned", "upm_user", "river", "arf", "hat", "vw")

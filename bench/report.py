@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from provenance import RESULTS, provenance_line
 IDENTITY = "identity keyed PyFlink job, p=1"
 RIVER = "river StandardScaler|LogisticRegression"
 CORE = "core (parse -> TenantPipeline, TensorFlow)"
@@ -25,16 +22,6 @@ CORE = "core (parse -> TenantPipeline, TensorFlow)"
 def _load(name: str) -> dict | None:
     p = RESULTS / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else None
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _target(name: str) -> tuple[str, float | None]:
@@ -81,7 +68,7 @@ def rows() -> list[dict]:
                         "ratio": r["ratio"], "vs": r["vs"]})
     bf = _load("backfill")
     if bf:
-        for name, r in bf.items():
+        for name, r in bf.get("rows", bf).items():  # (files before provenance: rows only)
             label = "backfill: streaming core (same windows)" if name == "streaming core" else name
             out.append({"row": label, "value": r["messages_per_s"], "unit": "windows/s",
                         "ratio": None if name == "streaming core" else r["vs_streaming_core"],
@@ -128,8 +115,13 @@ def _fmt(r: dict) -> tuple[str, str, str, str]:
     return f"{v} {r['unit']}", ratio, target, verdict
 
 
-def machine() -> str:
-    return f"{os.cpu_count()} cores, {_cpu()}, {time.strftime('%Y-%m-%d', time.gmtime())}"
+SOURCES = ("throughput", "cluster", "backfill", "freshness", "tenants")
+
+
+def sources() -> list[str]:
+    """One line per results file: when, where and at which commit it was measured."""
+    return [f"- `bench/results/{name}.json`: {provenance_line(doc.get('provenance'))}"
+            for name in SOURCES if (doc := _load(name))]
 
 
 def main() -> None:
@@ -139,19 +131,21 @@ def main() -> None:
     table = rows()
     if not table:
         raise SystemExit("no results in bench/results: run `make bench`")
-    print(f"UPM benchmark, {machine()}")
+    print("UPM benchmark")
     print(f"{'row':<60}{'measured':>18}  {'target':<22}{'':<8}ratio")
     for r in table:
         value, ratio, target, verdict = _fmt(r)
         print(f"{r['row']:<60}{value:>18}  {target:<22}{verdict:<8}{ratio}")
     if args.markdown:
-        lines = [f"Machine: {machine()}.", "", "| row | measured | ratio | target | |",
+        lines = ["| row | measured | ratio | target | |",
                  "|---|---:|---|---|---|"]
         for r in table:
             value, ratio, target, verdict = _fmt(r)
             cells = (r["row"], value, ratio, target, verdict)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines += ["", *sources()]
         args.markdown.write_text("\n".join(lines) + "\n")
+    print("\n".join(sources()))
 
 
 if __name__ == "__main__":

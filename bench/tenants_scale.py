@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import write_results  # noqa: E402  (bench/, the script's directory)
 
 from pipelines.ports import free_port  # noqa: E402
 
@@ -123,9 +124,7 @@ def main() -> None:
         rows[f"upm run, {args.tenants} tenants x {args.windows_per_tenant}, {backend}, "
              "with start-up"] = {**r, "ratio": r["windows_per_s"] / few["windows_per_s"],
                                  "vs": base}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "tenants.json").write_text(json.dumps(
-        {"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+    write_results("tenants", {"rows": rows})
     for name, r in rows.items():
         ratio = f"  {r['ratio']:.2f}x" if r["ratio"] else ""
         print(f"{name}: {r['windows_per_s']:,.0f} windows/s{ratio}, peak RSS "

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import write_results  # noqa: E402  (bench/, the script's directory)
 
 from pipelines.local_job import run_local  # noqa: E402
 from runners.embedded import DEMO_SCENARIO, demo_config  # noqa: E402
@@ -247,10 +248,7 @@ def main() -> None:
                         "ratio": rate / rates[vs] if rate and vs and rates.get(vs) else None}
     for note in notes:
         print(note)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps({"rows": result, "notes": notes, **extra},
-                                                        indent=2))
+    write_results("throughput", {"rows": result, "notes": notes, **extra})
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ def upm(*args):
     return proc.stdout
 
 
+def publish(inbox, name: str, lines: list[str]) -> None:
+    """Write a file where a job's directory watch sees it whole (hidden until renamed)."""
+    tmp = inbox / f".{name}"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.rename(inbox / name)
+
+
 def get(spec, path):
     with urllib.request.urlopen(spec.rest + path, timeout=30) as r:
         return json.load(r)
@@ -204,9 +211,7 @@ def test_stop_with_savepoint_and_resume(cluster, tmp_path):
               "--checkpoint-interval-ms", "1500", *args)
     job2 = out.split("submitted job ")[1].split()[0]
     wait_for(lambda: state(spec, job2) == "RUNNING", timeout=120)
-    tmp = inbox / ".part-1.jsonl"  # hidden until whole, then renamed into the directory watch
-    tmp.write_text("\n".join(lines[half:]) + "\n")
-    tmp.rename(inbox / "part-1.jsonl")
+    publish(inbox, "part-1.jsonl", lines[half:])
     wait_for(lambda: upm_counters(spec.rest, job2).get("messages_in") == len(lines) - half,
              timeout=300)
     # Every message has left the source, so the drained savepoint's barrier follows them all.

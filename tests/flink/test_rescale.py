@@ -7,7 +7,7 @@ import pytest
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate
 from pipelines.ports import free_port_range
-from tests.flink.test_cluster import PROFILE, running_cluster, stop, upm, wait_for
+from tests.flink.test_cluster import PROFILE, publish, running_cluster, stop, upm, wait_for
 
 # Only the tenants' own frontiers release held windows (no processing-time quiet release), so
 # what each job stage trains does not depend on how long a stage runs.
@@ -18,13 +18,6 @@ ARGS = (*PROFILE, "--set", "replay.quiet_release_ms=0", "--checkpoint-interval-m
 def two_taskmanagers(tmp_path_factory):
     yield from running_cluster(tmp_path_factory, "rescale-cluster",
                                prometheus_ports=free_port_range(3), taskmanagers=2)
-
-
-def publish(inbox, name: str, lines: list[str]) -> None:
-    """Write a file where the job's directory watch sees it whole (hidden until renamed)."""
-    tmp = inbox / f".{name}"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.rename(inbox / name)
 
 
 def test_rescale_1_to_2_to_1_keeps_every_model(two_taskmanagers, tmp_path):
