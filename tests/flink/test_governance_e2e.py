@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model.lifecycle.adapter import Adapter
 from model.network import ModelConfig
 from model.lifecycle.registry import LocalDocumentStore, Registry
 from model.lifecycle.signing import Verifier, generate_keypair
 from model.lifecycle.store import LocalSnapshotStore
+from tests.core.rollback_scenario import assert_rolled_back, quarantine_rolls_back
 
 POLICY = """
 [stage.staging]
@@ -105,71 +107,12 @@ def test_run_promote_adapt_predict(tmp_path):
     assert bad.returncode == 1 and "SHA256 MISMATCH" in bad.stdout
 
 
-QUARANTINE_POLICY = """
-[stage.staging]
-checks = ["sha256"]
-[stage.shadow]
-checks = ["order", "sha256"]
-[stage.canary]
-checks = ["order", "sha256"]
-[stage.active]
-checks = ["order", "sha256"]
-[quarantine]
-auto_rollback = ["canary", "active"]
-"""
-
-
-def test_quarantine_rolls_back_the_canary_and_the_tenant_recovers(tmp_path):
-    """On the Flink job: a first run trains acme's old concept (v1..vN); v(N-1) then vN go to
-    canary; a second run (warm-started from vN) meets the new concept, the DriftMonitor
-    quarantines vN, the job's Governor rolls the canary back to v(N-1) (ai.upm.rollback on the
-    rollbacks sink), and once the model has learned the new concept the episode ends
-    (upm.drift.recovered)."""
-    from pipelines.summary import read_records
-    from state.records import rfc3339_to_ms
-    from runners.embedded import DEMO_PROFILE, profile_toml
-    from state.scenario import ScenarioSpec, generate
-
-    spec = ScenarioSpec(tenants=1, windows_per_tenant=5000, drift_at=0.4, late_rate=0.0,
-                        unlabeled_rate=0.0, malformed_rate=0.0, seed=3)
-    lines, expected = generate(spec)
-    change_ms = spec.start_ms + int(spec.windows_per_tenant * spec.drift_at) * spec.cadence_ms
-    cut = next(i for i, x in enumerate(lines)
-               if rfc3339_to_ms(json.loads(x)["window_end"]) > change_ms)
-    (tmp_path / "a.jsonl").write_text("\n".join(lines[:cut]) + "\n")
-    (tmp_path / "b.jsonl").write_text("\n".join(lines[cut:]) + "\n")
-    (tmp_path / "upm.toml").write_text(profile_toml(DEMO_PROFILE))
-    (tmp_path / "policy.toml").write_text(QUARANTINE_POLICY)
-    env = dict(os.environ)
-    env.pop("UPM_SIGNING_KEY_FILE", None)
-    store = tmp_path / "store"
-    job = ["--output", str(store), "--config", str(tmp_path / "upm.toml"), "--quiet",
-           "--policy", str(tmp_path / "policy.toml")]
-    upm("run", "--input", str(tmp_path / "a.jsonl"), *job, env=env)
-    assert not read_records(store / "records", "quarantines"), "the old concept is learned"
-    common = ["--store", str(store), "--tenant", "acme", "--actor", "alice", "--reason", "t",
-              "--policy", str(tmp_path / "policy.toml")]
-    registry = Registry(LocalDocumentStore(store))
-    newest = max(registry.tenant("acme")["artifacts"])  # what the second run warm-starts from
-    previous = f"acme-v{int(newest.rsplit('v', 1)[1]) - 1:06d}"
-    for sid in (previous, newest):
-        for stage in ("staging", "shadow", "canary"):
-            upm("promote", *common, "--to", stage, "--snapshot", sid, env=env)
-    assert registry.pointer("acme", "canary") == newest
-
-    # no new snapshot in the second run: the drifting predictions are the canary's. The seeds'
-    # absolute rule: a second run's DriftWindow starts empty, and the relative rule needs a
-    # window of the run before it has a reference (the new concept arrives at once here)
-    upm("run", "--input", str(tmp_path / "b.jsonl"), *job, "--fresh",
-        "--set", "trainer.snapshot_interval=100000", "--set", "drift.rule=absolute", env=env)
-    events = read_records(store / "records", "quarantines")
-    kinds = [e["event"] for e in events]
-    assert kinds[:1] == ["ai.upm.drift.quarantine"] and "upm.drift.recovered" in kinds, kinds
-    assert events[0]["snapshot_id"] == newest
-    recovered = events[kinds.index("upm.drift.recovered")]
-    assert recovered["drift_p95"] <= 0.2 * 0.8
-    rollbacks = read_records(store / "records", "rollbacks")
-    assert [(r["event"], r["from_snapshot_id"], r["to_snapshot_id"]) for r in rollbacks] == [
-        ("ai.upm.rollback", newest, previous)]
-    assert registry.pointer("acme", "canary") == previous
-    assert registry.artifact("acme", newest)["quarantined"]
+@pytest.mark.parametrize("rule", ["relative", "absolute"])
+def test_quarantine_rolls_back_canary_and_active_and_the_tenant_recovers(tmp_path, rule):
+    """On the Flink job (tests/core/rollback_scenario.py): the quarantine of vN moves canary
+    and active back to v(N-1), under the default rule and the seeds' absolute one."""
+    events = assert_rolled_back(quarantine_rolls_back(tmp_path, "flink", rule))
+    recovered = events[[e["event"] for e in events].index("upm.drift.recovered")]
+    assert recovered["rule"] == rule
+    if rule == "absolute":
+        assert recovered["drift_p95"] <= 0.2 * 0.8
