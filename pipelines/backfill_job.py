@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from model.lifecycle.registry import open_registry
+from pipelines.console import quiet_console
 from pipelines.options import store_root
 from state.config import UpmConfig
 from transforms.beam import backfill
@@ -92,7 +93,7 @@ def build(p: beam.Pipeline, opts: BackfillOptions, fmt: str) -> None:
 def run(opts: BackfillOptions) -> BackfillResult:
     if opts.start_ms is not None and opts.end_ms is not None and opts.end_ms <= opts.start_ms:
         raise ValueError("--to must be after --from")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_console()
     options = PipelineOptions(flags=list(opts.beam_args))
     FileSystems.set_options(options)  # e.g. --s3_endpoint_url, before the inputs are listed
     # a local directory means the files in it

@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
+from pipelines.console import quiet_console
 from pipelines.options import JobOptions
 from state.parse import parse_message
 from state.records import RECORD_KINDS
@@ -109,7 +110,7 @@ def build(p: beam.Pipeline, lines, opts: JobOptions, pubsub_output_prefix: str |
 
 def run(opts: JobOptions, lines: list[str]) -> None:
     """Run on the local BundleBasedDirectRunner in streaming mode over `lines`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_console()
     options = PipelineOptions(flags=[], streaming=True, runner="BundleBasedDirectRunner")
     with beam.Pipeline(options=options) as p:
         stream = p | "Input" >> test_stream_of(lines, opts.config.source.out_of_orderness_ms)
@@ -137,7 +138,7 @@ def run_pubsub(opts: JobOptions, subscription: str, output_prefix: str | None,
     to files and, with `output_prefix`, to topics `<output_prefix>-<kind>` (which must exist,
     one per record kind). Runs until
     interrupted, or for `run_seconds`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_console()
     options = PipelineOptions(flags=[], streaming=True, runner="BundleBasedDirectRunner")
     p = beam.Pipeline(options=options)
     lines = (p | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=subscription,

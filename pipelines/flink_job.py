@@ -30,6 +30,7 @@ from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink,
 
 from pyflink.java_gateway import get_gateway
 
+from pipelines.console import quiet_console
 from pipelines.options import JobOptions
 from pipelines.ports import free_port
 from state.records import RECORD_KINDS
@@ -87,7 +88,7 @@ def prepare_process_env(opts: JobOptions) -> None:
     log_dir = Path(opts.output_dir) / "flink" / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    quiet_console()
 
 
 def _file_sink(opts: JobOptions, kind: str) -> FileSink:

@@ -8,10 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from runners.errors import Interrupted, UserError
-from runners.job_flags import add_job_arguments, job_options
-from runners.launch import count_lines, run_beam, run_flink, signals_interrupt
-from state.config import ConfigError
+from pipelines.console import quiet_console
+
+quiet_console()  # before anything below imports TensorFlow or a Google client
+
+from runners.errors import Interrupted, UserError  # noqa: E402
+from runners.job_flags import add_job_arguments, job_options  # noqa: E402
+from runners.launch import count_lines, run_beam, run_flink, signals_interrupt  # noqa: E402
+from state.config import ConfigError  # noqa: E402
 
 
 def cmd_run(args) -> int:
@@ -89,7 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     debug = os.environ.get("UPM_DEBUG") == "1"
     try:

@@ -328,9 +328,15 @@ def cmd_export(args) -> int:
                                stage=args.stage, snapshot_id=args.snapshot)
     except ExportError as e:
         raise UserError(str(e), exit_code=1) from None
-    print(f"exported {m['snapshot_id']} (v{m['version']}, sha256 {m['snapshot_sha256'][:12]}…, "
-          f"signed by {m['signed_by']}) as a SavedModel in {args.directory}; signature "
-          f"{m['signature_def']['name']}: feature_names, feature_values -> prediction, embedding")
+    why = {"stage": f"what {args.tenant}/{args.stage} points to",
+           "snapshot id": "as named",
+           "newest verified": "the newest snapshot that is not quarantined and verifies"}
+    print(f"exported {m['snapshot_id']} ({why[m['chosen_as']]}; v{m['version']}, sha256 "
+          f"{m['snapshot_sha256'][:12]}…, signed by {m['signed_by']}) as a SavedModel in "
+          f"{args.directory}; signature {m['signature_def']['name']}: feature_names, "
+          "feature_values -> prediction, embedding")
+    for note in m["skipped"]:
+        print(f"  passed over {note}")
     return 0
 
 
@@ -403,9 +409,10 @@ def add_commands(sub) -> None:
         "takes feature_names [batch, k] (string, '' pads) and feature_values [batch, k] "
         "(float64), with assets.extra/upm-export.json listing its source and its files' sha256."))
     e.add_argument("--tenant", required=True)
-    which = e.add_mutually_exclusive_group(required=True)
+    which = e.add_mutually_exclusive_group()
     which.add_argument("--stage", choices=STAGES, help="the snapshot this stage points to")
-    which.add_argument("--snapshot", help="a snapshot id")
+    which.add_argument("--snapshot", help="a snapshot id, or `latest` (the default): the newest "
+                       "snapshot that is not quarantined and passes verification")
     e.add_argument("--format", choices=("saved_model",), default="saved_model")
     e.add_argument("directory", help="a new (or empty) directory to write")
     e.set_defaults(func=cmd_export)

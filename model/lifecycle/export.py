@@ -29,31 +29,66 @@ class ExportError(ValueError):
     pass
 
 
-def export_saved_model(registry: Registry, store, verifier: Verifier, tenant: str,
-                       directory: str | os.PathLike, stage: str | None = None,
-                       snapshot_id: str | None = None) -> dict:
-    """Write the SavedModel and its manifest into `directory` (new or empty); return the
-    manifest. Raises ExportError saying why nothing was written."""
-    out = Path(directory)
-    view = registry.view(tenant)
-    if view is None:
-        raise ExportError(f"tenant {tenant} has no artifacts in the registry")
-    if (stage is None) == (snapshot_id is None):
-        raise ExportError("name exactly one of a stage or a snapshot id")
-    if stage is not None:
-        snapshot_id = view.pointer(stage)
-        if snapshot_id is None:
-            raise ExportError(f"{tenant}/{stage} points to no snapshot")
-    entry = view.artifact(snapshot_id)
-    if entry is None:
-        raise ExportError(f"{snapshot_id} is not a registered artifact of {tenant}")
+LATEST = "latest"
+
+
+def _verified(entry, store, verifier: Verifier):
+    """(the key that signed it, the decoded snapshot), or ExportError saying why not."""
     try:
-        key = verifier.verify(snapshot_id, entry.sha256, entry.signature)
-        snap = decode(store.get_bytes(entry.uri), entry.sha256)
+        key = verifier.verify(entry.id, entry.sha256, entry.signature)
+        return key, decode(store.get_bytes(entry.uri), entry.sha256)
     except (SignatureError, SnapshotIntegrityError) as e:
         raise ExportError(f"refused, as promotion would be: {e}") from None
     except OSError as e:
         raise ExportError(f"cannot read {entry.uri}: {e}") from None
+
+
+def _newest_verified(tenant: str, view, store, verifier: Verifier):
+    """The newest artifact that is not quarantined and passes verification, with what was
+    passed over on the way (newest first) and why."""
+    skipped = []
+    for entry in reversed(view.artifacts()):
+        if entry.quarantined:
+            skipped.append(f"{entry.id}: quarantined")
+            continue
+        try:
+            key, snap = _verified(entry, store, verifier)
+        except ExportError as e:
+            skipped.append(f"{entry.id}: {e}")
+            continue
+        return entry.id, entry, key, snap, skipped
+    raise ExportError(f"no snapshot of {tenant} is both unquarantined and verified ("
+                      + "; ".join(skipped) + ")")
+
+
+def export_saved_model(registry: Registry, store, verifier: Verifier, tenant: str,
+                       directory: str | os.PathLike, stage: str | None = None,
+                       snapshot_id: str | None = None) -> dict:
+    """Write the SavedModel and its manifest into `directory` (new or empty); return the
+    manifest. Which snapshot: the one `stage` points to, `snapshot_id`, or (neither, or
+    `snapshot_id = "latest"`) the newest that is not quarantined and passes verification; the
+    manifest's `skipped` says which newer ones were passed over and why. Raises ExportError
+    saying why nothing was written."""
+    out = Path(directory)
+    view = registry.view(tenant)
+    if view is None:
+        raise ExportError(f"tenant {tenant} has no artifacts in the registry")
+    if stage is not None and snapshot_id is not None:
+        raise ExportError("name a stage or a snapshot id, not both")
+    skipped: list[str] = []
+    chosen_as = "stage" if stage else "snapshot id"
+    if stage is not None:
+        snapshot_id = view.pointer(stage)
+        if snapshot_id is None:
+            raise ExportError(f"{tenant}/{stage} points to no snapshot")
+    if snapshot_id in (None, LATEST):
+        snapshot_id, entry, key, snap, skipped = _newest_verified(tenant, view, store, verifier)
+        chosen_as = "newest verified"
+    else:
+        entry = view.artifact(snapshot_id)
+        if entry is None:
+            raise ExportError(f"{snapshot_id} is not a registered artifact of {tenant}")
+        key, snap = _verified(entry, store, verifier)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an empty directory; export into a new one")
 
@@ -67,6 +102,7 @@ def export_saved_model(registry: Registry, store, verifier: Verifier, tenant: st
     tf.saved_model.save(graph, str(out), signatures={SIGNATURE: graph.serve})
     manifest = {
         "format": FORMAT, "tenant_id": tenant, "stage": stage, "snapshot_id": snapshot_id,
+        "chosen_as": chosen_as, "skipped": skipped,
         "version": served.version, "snapshot_sha256": entry.sha256,
         "snapshot_signature": entry.signature, "signed_by": key,
         "model": served.model.to_dict(), "exported_at": registry.now_ms(),

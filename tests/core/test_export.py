@@ -142,6 +142,27 @@ def test_a_tampered_or_unsigned_snapshot_is_refused(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_with_no_snapshot_named_the_newest_verified_unquarantined_one_is_exported(tmp_path):
+    w = World(tmp_path, n=4)
+    a, b, c, d = w.ids()
+    m = export_saved_model(w.registry, w.store, w.verifier, "acme", tmp_path / "all-good")
+    assert (m["snapshot_id"], m["chosen_as"], m["skipped"]) == (d, "newest verified", [])
+    w.registry.update(lambda doc: doc["tenants"]["acme"]["artifacts"][d].update(quarantined=True))
+    path = w.store.path_of(w.registry.view("acme").artifact(c).uri)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+    m = export_saved_model(w.registry, w.store, w.verifier, "acme", tmp_path / "latest",
+                           snapshot_id="latest")
+    assert m["snapshot_id"] == b and verify_export(tmp_path / "latest")["snapshot_id"] == b
+    assert m["skipped"][0] == f"{d}: quarantined" and "sha256 mismatch" in m["skipped"][1]
+    replace_signature(w, b, None)
+    replace_signature(w, a, None)
+    with pytest.raises(ExportError, match="no snapshot of acme is both unquarantined and verified"):
+        export_saved_model(w.registry, w.store, w.verifier, "acme", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
 def replace_signature(w, sid, signature):
     w.registry.update(lambda d: d["tenants"]["acme"]["artifacts"][sid].update(
         signature=signature))
@@ -161,6 +182,11 @@ def test_upm_export_on_the_command_line(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert sid in ok.stdout and verify_export(tmp_path / "out")["snapshot_id"] == sid
     exported = _tree_digest(tmp_path / "out")
+    assert not [w for w in ("FutureWarning", "cuInit", "Traceback") if w in ok.stdout + ok.stderr], (
+        ok.stderr[-2000:])  # the console carries UPM's lines only
+    newest = run("--tenant", "acme", str(tmp_path / "newest"))  # no stage or id: the newest
+    assert newest.returncode == 0, newest.stderr[-2000:]
+    assert f"exported {sid} (the newest snapshot that is not quarantined" in newest.stdout
     for args, words in ((("--tenant", "acme", "--stage", "active"), "points to no snapshot"),
                         (("--tenant", "nobody", "--stage", "staging"), "no artifacts"),
                         (("--tenant", "acme", "--snapshot", sid), "not an empty directory")):

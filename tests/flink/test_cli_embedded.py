@@ -17,6 +17,8 @@ def test_embedded_default_prints_progress_and_a_summary_that_adds_up(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "embedded generator" in proc.stdout and "web UI http://127.0.0.1:" in proc.stdout
     assert "TOTAL" in proc.stdout
+    noise = [w for w in ("FutureWarning", "cuInit", "Traceback") if w in proc.stdout + proc.stderr]
+    assert not noise, proc.stderr[-3000:]  # the console carries UPM's own lines
     summary = json.loads((tmp_path / "s.json").read_text())
     assert set(summary) >= {"tenants", "totals"}
     assert set(summary["tenants"]) == set(summary["expected"]["tenants"]) == {"acme", "globex"}
