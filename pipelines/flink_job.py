@@ -19,6 +19,7 @@ Each side output is written as JSON lines by a FileSink under `<output>/records/
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -89,6 +90,32 @@ def prepare_process_env(opts: JobOptions) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
     quiet_console()
+    use_run_temp_dir(temp_dir(opts))
+
+
+def temp_dir(opts: JobOptions) -> Path:
+    return (Path(opts.output_dir) / "flink" / "tmp").resolve()
+
+
+def use_run_temp_dir(tmp: Path) -> None:
+    """Temporary files of the JVM this process starts and of the Python embedded in it
+    (TensorFlow's autograph modules, Flink's io, blob and python-dist directories) go to `tmp`,
+    not the system's: emptied here of what an earlier run in this output left (a killed run's
+    processes never clean up), and of autograph's files after a run (`clean_run_temp_dir`)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    os.environ["TMPDIR"] = str(tmp)  # Python's tempfile, in the processes started from here
+    flag = f"-Djava.io.tmpdir={tmp}"
+    args = [a for a in os.environ.get("JVM_ARGS", "").split() if not a.startswith(
+        "-Djava.io.tmpdir=")]
+    os.environ["JVM_ARGS"] = " ".join([*args, flag])  # PyFlink's gateway JVM reads it
+
+
+def clean_run_temp_dir(opts: JobOptions) -> None:
+    """What the embedded Python leaves: it never runs its exit hooks, which would delete the
+    modules TensorFlow's autograph wrote (Flink's own directories go with the JVM)."""
+    for f in temp_dir(opts).glob("__autograph_generated_file*"):
+        f.unlink(missing_ok=True)
 
 
 def _file_sink(opts: JobOptions, kind: str) -> FileSink:

@@ -66,7 +66,7 @@ def _config_yaml(spec: ClusterSpec) -> str:
         if line.strip().startswith("all:") and "--add-opens" in line:
             java_opts = line.split("all:", 1)[1].strip()
     conf = {
-        "env.java.opts.all": java_opts,
+        "env.java.opts.all": f"{java_opts} -Djava.io.tmpdir={spec.dir / 'tmp'}".strip(),
         "jobmanager.rpc.address": spec.jobmanager_host,
         "jobmanager.rpc.port": spec.rpc_port,
         "jobmanager.bind-host": spec.bind_host,
@@ -98,6 +98,9 @@ def _config_yaml(spec: ClusterSpec) -> str:
         "metrics.reporter.prom.host": spec.bind_host,
         "metrics.fetcher.update-interval": 1000,
         "heartbeat.timeout": 20000,
+        # the daemons' temporary files (and, through TMPDIR, their embedded Python's) under
+        # the cluster's directory, removed by `down`, not left in the system's
+        "io.tmp.dirs": str(spec.dir / "tmp"),
     }
     if spec.gpus_per_taskmanager:
         # Flink's GPU plugin (plugins/external-resource-gpu) discovers NVIDIA GPUs; the Trainer's
@@ -119,14 +122,14 @@ def _env(spec: ClusterSpec) -> dict[str, str]:
     env.update(FLINK_HOME=str(flink_home()), FLINK_CONF_DIR=str(d / "conf"),
                FLINK_LIB_DIR=str(d / "lib"), FLINK_LOG_DIR=str(d / "log"),
                FLINK_PID_DIR=str(d / "pid"), FLINK_PLUGINS_DIR=str(flink_home() / "plugins"),
-               TF_CPP_MIN_LOG_LEVEL="2")
+               TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(d / "tmp"))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
 
 
 def prepare(spec: ClusterSpec) -> None:
     d = spec.dir
-    for sub in ("conf", "lib", "log", "pid"):
+    for sub in ("conf", "lib", "log", "pid", "tmp"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "conf" / "config.yaml").write_text(_config_yaml(spec))
     for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
@@ -189,6 +192,9 @@ def down(spec: ClusterSpec) -> None:
             _daemon(spec, script, "stop-all")
         except subprocess.CalledProcessError:
             pass
+    # what the daemons' embedded Python left (it never runs its exit hooks); a daemon still
+    # stopping keeps its own files open, which Linux lets it do
+    shutil.rmtree(spec.dir / "tmp", ignore_errors=True)
 
 
 def taskmanager_pids(spec: ClusterSpec) -> list[int]:

@@ -83,6 +83,7 @@ def run_flink(opts, total_messages: int | None, quiet: bool = False) -> None:
     job_id = None
     try:
         _watch(t, base, total_messages, quiet, start, error)
+        flink_job.clean_run_temp_dir(opts)
     except Interrupted:
         print("[upm] interrupted: cancelling the job and stopping the mini-cluster", flush=True)
         job_id = flink_progress.running_job_id(base)

@@ -1,6 +1,7 @@
 """`upm run` on its embedded default (the generator), as `make run` starts it, only smaller."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ KEYS = ("windows_in", "trained", "duplicates", "late", "dead_letters", "pending"
 
 def test_embedded_default_prints_progress_and_a_summary_that_adds_up(tmp_path):
     out = tmp_path / "upm-data"
+    system_tmp = tmp_path / "system-tmp"  # the run's system temporary directory
+    system_tmp.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "runners.cli", "run", "--output", str(out), "--tenants", "2",
          "--windows-per-tenant", "700", "--summary-json", str(tmp_path / "s.json")],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(system_tmp)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "embedded generator" in proc.stdout and "web UI http://127.0.0.1:" in proc.stdout
     assert "TOTAL" in proc.stdout
@@ -33,6 +36,9 @@ def test_embedded_default_prints_progress_and_a_summary_that_adds_up(tmp_path):
     assert summary["totals"]["balanced"]
     assert (out / "input" / "generated.jsonl").exists()
     assert (out / "flink" / "log").is_dir()
+    # nothing left in the system's temporary directory, no autograph module in the run's
+    assert not list(system_tmp.iterdir()), list(system_tmp.iterdir())[:10]
+    assert not list((out / "flink" / "tmp").glob("__autograph_generated_file*"))
 
 
 def test_bad_config_is_refused_before_anything_runs(tmp_path):
