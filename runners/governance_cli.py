@@ -247,11 +247,55 @@ def quarantines(view: TenantView) -> list[dict]:
     return out
 
 
+def drift_series(view: TenantView) -> list[dict]:
+    """The drift panel's data, one entry per run: what the rule in force judged at each
+    evaluation and the level that raises a quarantine there, as dashboard UPM-001 draws them.
+    Relative rule: the level (the recent mean score) and the raise level (the tenant's own
+    reference plus its margin; absent while there is no reference). Absolute rule: the p95 and
+    the threshold. Points recorded before the rule was (a store written by an older version):
+    the p95 alone, labelled so, with no line the rule did not draw."""
+    out = []
+    for run in runs_of(view.drift_trend):
+        rule = next((p[6] for p in run if len(p) > 6 and p[6]), None)
+        judged = [p[4] if rule and p[4] is not None else p[1] for p in run]
+        raise_at = [p[5] if rule and len(p) > 5 else None for p in run]
+        label = {"relative": "level (recent mean score)", "absolute": "p95 of the scores",
+                 None: "p95 of the scores (rule not recorded)"}[rule]
+        out.append({"rule": rule, "x": [p[0] for p in run], "judged": judged,
+                    "raise_at": raise_at, "label": label})
+    return out
+
+
+def _event_time_of(entry: dict, artifact) -> int | None:
+    """Where a history entry goes on the event-time axis: a quarantine at the end of the drift
+    window that raised it, a promotion or rollback at the end of the snapshot it moved to."""
+    window = entry.get("drift_window_id")  # "<tenant>/<start>-<end>", ms
+    if window:
+        return int(window.rsplit("-", 1)[1])
+    if artifact is None:
+        return None
+    return artifact.window_end or artifact.created_at
+
+
+def freshness_rows(view: TenantView, now_ms: int) -> list[tuple[str, float, float | None]]:
+    """(stage, age in seconds of the snapshot it points to, the stage's SLO in seconds or None)
+    for every stage that points to a snapshot."""
+    rows = []
+    for s in STAGES:
+        a = view.artifact(view.pointer(s))
+        if a is None:
+            continue
+        slo = FRESHNESS_SLO_MS.get(s)
+        rows.append((s, max(0.001, (now_ms - (a.registered_at or now_ms)) / 1000),
+                     slo / 1000 if slo else None))
+    return rows
+
+
 def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = None) -> None:
-    """Per tenant, left: the drift p95 over event time, one line per run, with the seeds'
-    threshold, quarantines (red) and promotions and rollbacks (green), and each snapshot's
-    prequential score on a second axis; right: each stage's freshness (the age of the snapshot
-    it points to) against the stage's SLO."""
+    """Per tenant, left: what the drift rule judged over event time, one line per run, with
+    the level that raises a quarantine (`drift_series`), quarantines (red) and promotions and
+    rollbacks (green), and each snapshot's prequential score on a second axis; right: each
+    stage's freshness (the age of the snapshot it points to) against the stage's SLO."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,14 +314,19 @@ def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = No
             continue
         arts = e.artifacts()
         metric = _score_metric(arts) or "loss"
-        ax.set_title(f"{t}: drift p95 over event time (one line per run)", fontsize=10)
-        trend = e.drift_trend
-        for i, run in enumerate(runs_of(trend)):
-            ax.plot([ts(p[0]) for p in run], [p[1] for p in run], "-", lw=1.2,
-                    color=plt.cm.Reds(0.45 + 0.5 * (i + 1) / (len(runs_of(trend)) + 1)),
-                    label=f"drift p95, run {i + 1}")
-        ax.axhline(0.2, color="tab:red", ls=":", lw=1, label="seeds' threshold 0.2")
-        ax.set_ylabel("drift p95 (absolute error)", fontsize=9)
+        series = drift_series(e)
+        rules = sorted({r["rule"] or "not recorded" for r in series})
+        ax.set_title(f"{t}: drift as the {' / '.join(rules) or '-'} rule judges it, over event "
+                     "time (one line per run)", fontsize=10)
+        for i, run in enumerate(series):
+            shade = plt.cm.Reds(0.45 + 0.5 * (i + 1) / (len(series) + 1))
+            x = [ts(v) for v in run["x"]]
+            ax.plot(x, run["judged"], "-", lw=1.2, color=shade,
+                    label=f"{run['label']}, run {i + 1}")
+            if any(v is not None for v in run["raise_at"]):
+                ax.plot(x, [float("nan") if v is None else v for v in run["raise_at"]], ":",
+                        lw=1.2, color="tab:red", label=f"raises a quarantine above, run {i + 1}")
+        ax.set_ylabel("drift score (|p - y| or scaled error)", fontsize=9)
         ax.set_xlabel("event time (UTC)", fontsize=8)
         pts = sorted((ts(a.created_at), a.metrics[metric]) for a in arts
                      if a.created_at and a.metrics.get(metric) is not None)
@@ -292,27 +341,28 @@ def plot_status(views: dict[str, TenantView], path: str, now_ms: int | None = No
         marks += [(h, "tab:green", f"{h['action']} {h['to_stage']}") for h in e.history
                   if h["action"] in ("promote", "rollback")]
         for h, color, label in marks:
-            a = by_id.get(h.get("artifact_id"))
-            if a is None or not a.created_at:
+            at = _event_time_of(h, by_id.get(h.get("artifact_id")))
+            if at is None:
                 continue
-            x = ts(a.window_end or a.created_at)
+            x = ts(at)
             ax.axvline(x, color=color, lw=1.2, ls="--", alpha=0.7)
             ax.annotate(label, (x, 0.95), xycoords=("data", "axes fraction"), color=color,
                         fontsize=7, rotation=90, va="top")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
-        stages = [s for s in STAGES if e.pointer(s)]
-        ages = []
-        for s in stages:
-            a = e.artifact(e.pointer(s))
-            ages.append(max(0.001, (now_ms - (a.registered_at or now_ms)) / 1000) if a else 0)
-        fax.barh(stages, ages, color="tab:gray")
-        for k, s in enumerate(stages):
-            if s in FRESHNESS_SLO_MS:
-                slo_s = FRESHNESS_SLO_MS[s] / 1000
+        rows = freshness_rows(e, now_ms)
+        fax.set_title(f"{t}: stage freshness (red: SLO)", fontsize=10)
+        if not rows:
+            fax.text(0.5, 0.5, "no stage points to a snapshot yet\n(upm promote)",
+                     ha="center", va="center", fontsize=9, transform=fax.transAxes)
+            fax.set_xticks([])
+            fax.set_yticks([])
+            continue
+        fax.barh([r[0] for r in rows], [r[1] for r in rows], color="tab:gray")
+        for k, (_, _, slo_s) in enumerate(rows):
+            if slo_s:
                 fax.plot([slo_s] * 2, [k - 0.4, k + 0.4], color="tab:red", lw=2)
         fax.set_xscale("log")
-        fax.set_title(f"{t}: stage freshness (red: SLO)", fontsize=10)
         fax.set_xlabel("age of the snapshot served (s, log)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -251,7 +251,8 @@ class DriftWindow:
         # warm-up's few samples).
         out.scores.append(DriftScore(self.tenant_id, boundary, p95, merged.mean, merged.max,
                                      merged.count, cfg.window_duration_ms, snapshot_id,
-                                     reference, level, raise_at if enough else None))
+                                     reference, level, raise_at if enough else None,
+                                     cfg.rule))
         window_id = f"{self.tenant_id}/{start}-{boundary}"
         common = dict(tenant_id=self.tenant_id, trainer_id=self.trainer_id,
                       drift_window_id=window_id, drift_p95=p95, sample_count=merged.count,

@@ -225,6 +225,7 @@ class DriftScore(Record):
     reference_level: float | None = None  # the relative rule's reference (state/drift.py)
     level: float | None = None  # what the rule judges: p95 (absolute) or the recent mean
     raise_at: float | None = None  # the level above which it raises a quarantine (None: not yet)
+    rule: str | None = None  # the rule that judged it: "relative" or "absolute"
     event: ClassVar[str] = "upm.drift.score"
     _time_fields: ClassVar[tuple[str, ...]] = ("window_end",)
 

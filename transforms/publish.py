@@ -131,7 +131,8 @@ class DriftGovernor:
         rec = json.loads(record_json)
         if rec["event"] == "upm.drift.score":
             self.pending.append((rec["tenant_id"], rec.get("snapshot_id"), rec["drift_p95"],
-                                 rec["sample_count"], rfc3339_to_ms(rec["window_end"])))
+                                 rec["sample_count"], rfc3339_to_ms(rec["window_end"]),
+                                 rec.get("level"), rec.get("raise_at"), rec.get("rule")))
             if self.clock() - self.last_flush >= self.flush_interval_s:
                 self.flush()
         elif rec["event"] == "ai.upm.drift.quarantine":

@@ -253,7 +253,7 @@ class Governance:
             t.set_quarantine(record)
             t.append_history(self.registry.event(
                 "quarantine", None, None, sid, record.get("trainer_id") or "upm-drift-monitor",
-                _quarantine_reason(record)))
+                _quarantine_reason(record), drift_window_id=record.get("drift_window_id")))
         self.registry.update(change)
         events = []
         if record.get("recommendation") != "rollback" or not sid:

@@ -15,7 +15,9 @@ Document (`<store root>/registry/models.json`):
                            mae, rmse (state/prequential.py)},
                            registered_at, quarantined: bool}},
         "quarantine": {...} | null,
-        "drift_trend": [[window_end ms, p95, samples, snapshot_id], ...],  the last 1000
+        "drift_trend": [[window_end ms, p95, samples, snapshot_id, level, raise_at, rule], ...],
+                       the last 1000 (level, raise_at, rule: what the drift rule judged;
+                       absent from points written before they were recorded)
         "adoption": {adapter_id: {stage, snapshot_id, version, adopted_at, failures, ...}},
         "history": [{timestamp, action, from_stage, to_stage, artifact_id, actor, reason}, ...]}}}
 
@@ -449,16 +451,19 @@ class Registry:
         return True
 
     def record_drift(self, tenant: str, snapshot_id: str | None, p95: float, samples: int,
-                     window_end: int | None = None) -> None:
+                     window_end: int | None = None, level: float | None = None,
+                     raise_at: float | None = None, rule: str | None = None) -> None:
         """Latest drift p95 and sample count measured for predictions of `snapshot_id`, and a
-        point of the tenant's drift trend (the last TREND_POINTS evaluations)."""
-        self.record_drift_many([(tenant, snapshot_id, p95, samples, window_end)])
+        point of the tenant's drift trend (the last TREND_POINTS evaluations): with what the
+        drift rule judged (`level`) and the level that raises a quarantine (`raise_at`)."""
+        self.record_drift_many([(tenant, snapshot_id, p95, samples, window_end, level, raise_at,
+                                 rule)])
 
     def record_drift_many(self, points: list[tuple]) -> None:
-        """`record_drift` of many (tenant, snapshot_id, p95, samples, window_end) points, in
-        order, in one registry update."""
+        """`record_drift` of many (tenant, snapshot_id, p95, samples, window_end, level,
+        raise_at, rule) points, in order, in one registry update."""
         def change(doc):
-            for tenant, snapshot_id, p95, samples, window_end in points:
+            for tenant, snapshot_id, p95, samples, window_end, *judged in points:
                 t = tenant_entry(doc, tenant)
                 a = t["artifacts"].get(snapshot_id) if snapshot_id else None
                 if a is not None:
@@ -466,7 +471,7 @@ class Registry:
                     a["metrics"]["drift_samples"] = samples
                 if window_end is not None:
                     trend = t.setdefault("drift_trend", [])
-                    trend.append([window_end, p95, samples, snapshot_id])
+                    trend.append([window_end, p95, samples, snapshot_id, *judged])
                     del trend[:-TREND_POINTS]
         if points:
             self.update(change)

@@ -144,7 +144,8 @@ class TrainTenant(beam.DoFn):
         for record in self.publisher.publish_many(snaps):
             yield record.to_json()
         self.registry.record_drift_many([(tenant, d.snapshot_id, d.drift_p95, d.sample_count,
-                                          d.window_end) for d in drifts])
+                                          d.window_end, d.level, d.raise_at, d.rule)
+                                         for d in drifts])
         for d in drifts:
             yield beam.pvalue.TaggedOutput("drift_scores", d.to_json())
         snaps.clear()
