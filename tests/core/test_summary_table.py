@@ -27,3 +27,15 @@ def test_a_few_tenants_are_all_shown():
     tenants = {f"t{i}": _tenant(5) for i in range(3)}
     lines = format_table({"tenants": tenants, "totals": _tenant(15)}).splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["t0", "t1", "t2", "TOTAL"]
+
+
+def test_each_tenant_says_what_it_learns_and_a_classifier_shows_its_accuracy():
+    tenants = {"clicks": {**_tenant(5), "head": "mlp_logistic",
+                          "scores": {"accuracy": 0.875, "mae": 0.2}},
+               "prices": {**_tenant(5), "head": "linear", "scores": {"mae": 1.5}}}
+    lines = format_table({"tenants": tenants, "totals": _tenant(10)}).splitlines()
+    cols = lines[0].split()
+    rows = {line.split()[0]: dict(zip(cols, line.split())) for line in lines[1:-1]}
+    assert rows["clicks"]["head"] == "mlp_logistic" and rows["clicks"]["accuracy"] == "0.875"
+    assert rows["prices"]["head"] == "linear" and rows["prices"]["accuracy"] == "-"
+    assert rows["prices"]["mae"] == "1.500"
