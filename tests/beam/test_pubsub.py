@@ -127,6 +127,9 @@ def test_pubsub_in_records_out(emulator, tmp_path):
     assert {s["tenant_id"] for s in snaps} == set(expected.tenants)
     assert all(s["event"] == "ai.upm.snapshot.created" and s["sha256"] for s in snaps)
     assert [q["tenant_id"] for q in quarantines] == [expected.drift_tenant]
+    # nothing was promoted, so the quarantine rolled no stage back (the Beam job's rollbacks
+    # are tested in tests/beam/test_beam_rollback.py)
+    assert pull(outs["rollbacks"]) == []
     # Ordered delivery: every window judged late is one the reference run judges late too (a
     # straggler of the scenario), none is an artefact of Pub/Sub redelivery or reordering.
     from pipelines.local_job import run_local
