@@ -81,8 +81,10 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
     return cfg
 
 
-def prepare_process_env(opts: JobOptions) -> None:
-    """Thread mode loads libpython through the job's interpreter found on PATH (DESIGN §6)."""
+def prepare_process_env(opts: JobOptions, remote: bool = False) -> None:
+    """Thread mode loads libpython through the job's interpreter found on PATH (DESIGN §6).
+    A local run's mini-cluster keeps its temporary files in the run's directory; a client
+    that submits to a cluster runs no job code, so it keeps the system's."""
     bindir = os.path.dirname(sys.executable)
     if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -90,7 +92,8 @@ def prepare_process_env(opts: JobOptions) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
     quiet_console()
-    use_run_temp_dir(temp_dir(opts))
+    if not remote:
+        use_run_temp_dir(temp_dir(opts))
 
 
 def temp_dir(opts: JobOptions) -> Path:
@@ -234,7 +237,7 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
 
 def environment(opts: JobOptions, remote: bool = False
                 ) -> tuple[StreamExecutionEnvironment, Configuration]:
-    prepare_process_env(opts)
+    prepare_process_env(opts, remote)
     conf = flink_configuration(opts, remote)
     if remote:
         # get_execution_environment() always builds a local mini-cluster environment outside

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from model.lifecycle.registry import LocalDocumentStore, Registry
+from model.lifecycle.registry import STAGES, LocalDocumentStore, Registry
 from pipelines.summary import read_records
 from runners.embedded import DEMO_PROFILE, profile_toml
 from state.records import rfc3339_to_ms
@@ -69,8 +69,7 @@ def quarantine_rolls_back(tmp_path, engine: str, rule: str, stages=("canary", "a
     previous = f"acme-v{int(newest.rsplit('v', 1)[1]) - 1:06d}"
     common = ["--store", str(store), "--tenant", "acme", "--actor", "alice", "--reason", "t",
               "--policy", str(tmp_path / "policy.toml")]
-    walk = ("staging", "shadow", "canary", "active")[:1 + max(
-        ("staging", "shadow", "canary", "active").index(s) for s in stages)]
+    walk = STAGES[:max(STAGES.index(s) for s in stages) + 1]  # up to the highest of them
     for sid in (previous, newest):
         for stage in walk:
             upm("promote", *common, "--to", stage, "--snapshot", sid, env=env)

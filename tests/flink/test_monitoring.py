@@ -29,10 +29,9 @@ from state.config import UpmConfig
 from state.records import rfc3339_to_ms
 from state.scenario import ScenarioSpec, generate
 from pipelines.ports import free_port_range
-from runners import flink_cluster as fc
 from tests.core import servers
 from tests.core.servers import free_port
-from tests.flink.test_cluster import publish, upm, wait_for
+from tests.flink.test_cluster import publish, running_cluster, upm, wait_for
 
 JOB = ["--set", "drift.sample_size=200", "--set", "drift.window_duration_ms=600000",
        "--set", "trainer.snapshot_interval=200", "--set", "replay.quiet_release_ms=2000"]
@@ -79,15 +78,9 @@ def cluster(tmp_path_factory, keys):
     """As tests/flink/test_cluster.py's, with a reporter port for the JobManager and each
     TaskManager (one port would leave the TaskManager, where the job's metrics are, without),
     and TaskManagers that sign the snapshots they write."""
-    store = tmp_path_factory.mktemp("monitoring")
-    spec = fc.ClusterSpec(store=str(store), rest_port=free_port(), rpc_port=free_port(),
-                          prometheus_ports=free_port_range(3))
     with servers.env({"UPM_SIGNING_KEY_FILE": str(keys[0])}):
-        fc.up(spec)
-    try:
-        yield spec
-    finally:
-        fc.down(spec)
+        yield from running_cluster(tmp_path_factory, "monitoring",
+                                   prometheus_ports=free_port_range(3))
 
 
 @pytest.fixture()
