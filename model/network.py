@@ -232,6 +232,30 @@ def forward_pass(head: str, params: list, x):
     return (tf.sigmoid(z) if head in CLASSIFIERS else z), z, h
 
 
+@dataclass
+class TrainJob:
+    """One tenant's micro-batches to test then train: `sizes` of them, one after another, made
+    of the rows of x (standardized hashed inputs) and y (targets), from its params, optimizer
+    slots and step count, at its learning rate."""
+    params: dict
+    slots: dict
+    step: int
+    learning_rate: float
+    x: np.ndarray
+    y: np.ndarray
+    sizes: list[int]
+
+
+@dataclass
+class TrainResult:
+    """A TrainJob's new params and slots, each micro-batch's loss, and each row's prediction made
+    before the step that learned from it (the shadow prediction of test-then-train)."""
+    params: dict
+    slots: dict
+    losses: np.ndarray
+    predictions: np.ndarray
+
+
 class Learner:
     """Compiled predict and update steps for one ModelConfig; shared by all tenants."""
 
@@ -294,17 +318,57 @@ class Learner:
                 new_s += s_i
             return new_p, new_s, loss, pred
 
-        def update_many(params, slots, step, xs, ys, lr):
-            # k equal micro-batches in one call: the same step as `update`, looped in the graph
-            k = tf.shape(xs)[0]
-            losses = tf.TensorArray(tf.float32, size=k)
-            preds = tf.TensorArray(tf.float32, size=k)
-            for i in tf.range(k):
-                params, slots, loss, pred = update(params, slots, step + tf.cast(i, tf.int64),
-                                                   xs[i], ys[i], lr)
-                losses = losses.write(i, loss)
-                preds = preds.write(i, pred)
-            return params, slots, losses.stack(), preds.stack()
+        # The one training step, compiled by XLA where `jit` is on (per micro-batch size; the
+        # loop around it has shapes XLA cannot take), else inlined in the loop.
+        step_fn = tf.function(update, jit_compile=True) if jit else update
+
+        def train_group(params, slots, steps, lrs, counts, sizes, x, y):
+            # For each tenant t in turn: its `counts[t]` steps, each on the next `sizes[s]` rows
+            # of x, y, starting from its own row of the stacked params and slots. A tenant's
+            # steps run the ops `update` is, on the shapes it alone would give them, so what it
+            # gets does not depend on which tenants share the call.
+            n_t = tf.shape(counts)[0]
+            out_p = [tf.TensorArray(tf.float32, size=n_t, element_shape=p.shape[1:])
+                     for p in params]
+            out_s = [tf.TensorArray(tf.float32, size=n_t, element_shape=v.shape[1:])
+                     for v in slots]
+            losses = tf.TensorArray(tf.float32, size=tf.shape(sizes)[0])
+            preds = tf.TensorArray(tf.float32, size=tf.shape(sizes)[0], element_shape=[None],
+                                   infer_shape=False)
+            s = tf.constant(0)
+            row = tf.constant(0)
+            for t in tf.range(n_t):
+                p_t = [p[t] for p in params]
+                s_t = [v[t] for v in slots]
+                for i in tf.range(counts[t]):
+                    n = sizes[s]
+                    p_t, s_t, loss, pred = step_fn(p_t, s_t, steps[t] + tf.cast(i, tf.int64),
+                                                   x[row:row + n], y[row:row + n], lrs[t])
+                    losses = losses.write(s, loss)
+                    preds = preds.write(s, pred)
+                    s += 1
+                    row += n
+                out_p = [ta.write(t, v) for ta, v in zip(out_p, p_t)]
+                out_s = [ta.write(t, v) for ta, v in zip(out_s, s_t)]
+            return ([ta.stack() for ta in out_p], [ta.stack() for ta in out_s], losses.stack(),
+                    preds.concat())
+
+        def train_one(params, slots, step, lr, sizes, x, y):
+            # train_group for one tenant, without its bookkeeping of several (a tenant that
+            # trains alone costs less; its arithmetic is the same)
+            n_steps = tf.shape(sizes)[0]
+            losses = tf.TensorArray(tf.float32, size=n_steps)
+            preds = tf.TensorArray(tf.float32, size=n_steps, element_shape=[None],
+                                   infer_shape=False)
+            row = tf.constant(0)
+            for s in tf.range(n_steps):
+                n = sizes[s]
+                params, slots, loss, pred = step_fn(params, slots, step + tf.cast(s, tf.int64),
+                                                    x[row:row + n], y[row:row + n], lr)
+                losses = losses.write(s, loss)
+                preds = preds.write(s, pred)
+                row += n
+            return params, slots, losses.stack(), preds.concat()
 
         def predict(params, x):
             pred, _, h = forward(params, x)
@@ -318,44 +382,63 @@ class Learner:
         # arguments against its signature, which cost more than the step itself (measured: a
         # one-batch update 750 us as a tf.function, 390 us as its concrete function; the op
         # execution is ~130 us). The graph, and so every result, is the same.
-        self._update = tf.function(update, jit_compile=jit, input_signature=[
-            shapes, slot_shapes, tf.TensorSpec([], tf.int64), x_spec, y_spec,
-            tf.TensorSpec([], tf.float32)]).get_concrete_function()
-        self._update_many = tf.function(update_many, jit_compile=jit, input_signature=[
-            shapes, slot_shapes, tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([None, None, cfg.input_width], tf.float32),
-            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)]
-        ).get_concrete_function()
+        stacked = [tf.TensorSpec([None, *p.shape], tf.float32) for p in shapes]
+        stacked_slots = [tf.TensorSpec([None, *p.shape], tf.float32) for p in slot_shapes]
+        self._train_group = tf.function(train_group, input_signature=[
+            stacked, stacked_slots, tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
+        self._train_one = tf.function(train_one, input_signature=[
+            shapes, slot_shapes, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
         self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec]
                                     ).get_concrete_function()
         self._names = names
         self._slot_keys = [f"{sl}_{k}" for k in names for sl in SLOTS[optimizer]]
         self._tf = tf
 
-    def update(self, params: dict, slots: dict, step: int, x: np.ndarray, y: np.ndarray,
-               lr: float) -> tuple[dict, dict, float, np.ndarray]:
-        """One optimizer step on a micro-batch. Returns new params, new slots, the batch loss and the
-        predictions made *before* the step (the shadow predictions of test-then-train)."""
-        new_params, new_slots, loss, pred = tf_call(self._step, self._update, params, slots,
-                                                    step, x, y, lr)
-        return new_params, new_slots, float(loss), pred
+    def train(self, jobs: list[TrainJob]) -> list[TrainResult]:
+        """Test then train each job's micro-batches (the tenants' own params, slots, step count
+        and rate) in one TensorFlow call; results in the jobs' order. Each job's result is the
+        one it gets alone: the same ops on the same shapes, whichever jobs share the call."""
+        return tf_call(self._train_now, jobs)
 
-    def update_many(self, params: dict, slots: dict, step: int, xs: np.ndarray, ys: np.ndarray,
-                    lr: float) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-        """`len(xs)` optimizer steps on equal micro-batches xs [k, batch, width], ys [k, batch] in one
-        TensorFlow call (a graph loop: no per-step Python or thread hand-off). The same arithmetic
-        as k `update` calls; returns new params, new slots, the k losses and the predictions
-        [k, batch] made before each step."""
-        return tf_call(self._step, self._update_many, params, slots, step, xs, ys, lr)
-
-    def _step(self, fn, params, slots, step, x, y, lr):
+    def _train_now(self, jobs: list[TrainJob]) -> list[TrainResult]:
+        names, slot_keys = self._names, self._slot_keys
+        if len(jobs) == 1:
+            return [self._train_alone(jobs[0])]
         with self._tf.device(self.device):
-            p, s, loss, pred = fn(
-                [params[k] for k in self._names], [slots[k] for k in self._slot_keys],
-                np.int64(step), np.asarray(x, np.float32), np.asarray(y, np.float32),
-                np.float32(lr))
-        return ({k: t.numpy() for k, t in zip(self._names, p)},
-                {k: t.numpy() for k, t in zip(self._slot_keys, s)}, loss.numpy(), pred.numpy())
+            p, s, losses, preds = self._train_group(
+                [np.stack([j.params[k] for j in jobs]) for k in names],
+                [np.stack([j.slots[k] for j in jobs]) for k in slot_keys],
+                np.array([j.step for j in jobs], np.int64),
+                np.array([j.learning_rate for j in jobs], np.float32),
+                np.array([len(j.sizes) for j in jobs], np.int32),
+                np.concatenate([np.asarray(j.sizes, np.int32) for j in jobs]),
+                np.concatenate([np.asarray(j.x, np.float32) for j in jobs]),
+                np.concatenate([np.asarray(j.y, np.float32) for j in jobs]))
+        p = [a.numpy() for a in p]
+        s = [a.numpy() for a in s]
+        losses, preds = losses.numpy(), preds.numpy()
+        out, step, row = [], 0, 0
+        for t, j in enumerate(jobs):
+            steps, rows = len(j.sizes), int(np.sum(j.sizes))
+            # (copies: a view would keep every tenant's stacked arrays alive)
+            out.append(TrainResult({k: a[t].copy() for k, a in zip(names, p)},
+                                   {k: a[t].copy() for k, a in zip(slot_keys, s)},
+                                   losses[step:step + steps], preds[row:row + rows]))
+            step, row = step + steps, row + rows
+        return out
+
+    def _train_alone(self, j: TrainJob) -> TrainResult:
+        with self._tf.device(self.device):
+            p, s, losses, preds = self._train_one(
+                [j.params[k] for k in self._names], [j.slots[k] for k in self._slot_keys],
+                np.int64(j.step), np.float32(j.learning_rate), np.asarray(j.sizes, np.int32),
+                np.asarray(j.x, np.float32), np.asarray(j.y, np.float32))
+        return TrainResult({k: a.numpy() for k, a in zip(self._names, p)},
+                           {k: a.numpy() for k, a in zip(self._slot_keys, s)},
+                           losses.numpy(), preds.numpy())
 
     def predict(self, params: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and embeddings (penultimate layer) for a batch of hashed inputs."""

@@ -18,6 +18,7 @@ from state.parse import dead_letter, parse_message
 from state.records import Feedback, QuarantineRecord, ShadowDelta
 from state.tenant import TenantPipeline
 from state.tenant_cache import TenantLimit
+from state.train_group import TrainGroup
 
 
 @dataclass
@@ -47,6 +48,7 @@ class LocalRun:
     dead_letters: list[str] = field(default_factory=list)  # reasons, all tenants
     deltas: list[ShadowDelta] = field(default_factory=list)
     keep_deltas: bool = False
+    group: TrainGroup = field(default_factory=TrainGroup)  # the tenants train together
 
     def counts(self, tenant: str) -> dict[str, int]:
         t = self.tenants[tenant]
@@ -65,7 +67,7 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
     def tenant(tid: str) -> TenantRun:
         t = run.tenants.get(tid)
         if t is None:
-            t = run.tenants[tid] = TenantRun(TenantPipeline.new(tid, config))
+            t = run.tenants[tid] = TenantRun(TenantPipeline.new(tid, config).train_in(run.group))
         return t
 
     def take(t: TenantRun, out) -> None:
@@ -95,6 +97,8 @@ def run_local(messages: Iterable[str | bytes], config: UpmConfig = UpmConfig(),
         t = tenant(rec.tenant_id)
         take(t, t.pipeline.on_feedback(rec) if isinstance(rec, Feedback)
              else t.pipeline.on_window(rec))
+    for t in run.tenants.values():  # (all released first: their last batches train together)
+        take(t, t.pipeline.release())
     for t in run.tenants.values():
         take(t, t.pipeline.end())
     return run

@@ -109,6 +109,11 @@ class TenantPipeline:
                    TrainerState.new(tenant_id, c.trainer, c.model),
                    DriftWindow.new(tenant_id, c.drift))
 
+    def train_in(self, group) -> "TenantPipeline":
+        """Train in `group` (state/train_group.py) with the other tenants an engine holds."""
+        self.trainer.group = group
+        return self
+
     @property
     def is_new(self) -> bool:
         return self.replay.counters["received"] == 0 and self.trainer.counters["feedback"] == 0 \
@@ -156,12 +161,26 @@ class TenantPipeline:
 
     def end(self) -> TenantOutput:
         out, before = TenantOutput(), self._progress()
-        out.replay = self.replay.flush()
-        for r in out.replay.released:
-            self._train(out, r)
-        self._take(out, self.trainer.flush())
+        self._release(out)
+        self._take(out, self.trainer.drain())
         self._judge(out, lambda b: True)
         return self._counted(out, before)
+
+    def release(self) -> TenantOutput:
+        """The first half of `end`: release everything held and queue the partial batch,
+        training only what a full queue or a snapshot boundary trains anyway. An engine that
+        ends many tenants at once calls this for each, then `end` for each, so that their last
+        batches can train together (state/train_group.py); the outcome is that of `end`."""
+        out, before = TenantOutput(), self._progress()
+        self._release(out)
+        return self._counted(out, before)
+
+    def _release(self, out: TenantOutput) -> None:
+        flushed = self.replay.flush()
+        out.replay.extend(flushed)
+        for r in flushed.released:
+            self._train(out, r)
+        self.trainer.close_batch()
 
     def end_stats(self) -> list[str]:
         """The `upm.tenant.stats` records an engine emits when the input ends."""

@@ -40,7 +40,8 @@ import zstandard
 
 from model.hashing import FeatureHasher
 from model import standardize
-from model.network import ModelConfig, init_params, init_slots, learner_for, slots_or_init
+from model.network import (ModelConfig, TrainJob, TrainResult, init_params, init_slots,
+                           learner_for, slots_or_init)
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
 from state.challenge import Judge, challenge_record
 from state.drift import drift_scores
@@ -80,6 +81,25 @@ class BlockOutput:
     predictions: np.ndarray
     segments: list[tuple[int, int, str | None]] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
+
+
+@dataclass
+class Ahead:
+    """A trainer's ready `batches` trained before its turn, in a TrainGroup call another
+    tenant made (state/train_group.py): the job, its result, and the input statistics and
+    target scaling that `_inputs` would have given. Not state: the trainer's own state changes
+    only when it takes this at its turn, exactly as if it trained then."""
+    batches: tuple
+    job: TrainJob
+    back: np.ndarray | None
+    norm: dict | None
+    result: TrainResult | None = None
+
+    def fits(self, ts: "TrainerState", batches: list) -> bool:
+        """Whether these are the first of `batches` and `ts` has not moved since."""
+        return (self.result is not None and ts.step == self.job.step
+                and len(batches) >= len(self.batches)
+                and all(a is b for a, b in zip(self.batches, batches)))
 
 
 @dataclass
@@ -173,6 +193,10 @@ class TrainerState:
         self.changes.mark("m", new=True)
         self.changes.mark("w", new=True)
         self._static_meta: bytes | None = None
+        # Set by an engine that holds many tenants (state/train_group.py): ready batches are
+        # trained in one TensorFlow call with other tenants'. Not state.
+        self.group = None
+        self._ahead: Ahead | None = None
 
     # -- memory ----------------------------------------------------------------------------
 
@@ -260,9 +284,13 @@ class TrainerState:
 
     def flush(self) -> TrainerOutput:
         """Train the ready batches and the partial one now (end of input)."""
+        self.close_batch()
+        return self.drain()
+
+    def close_batch(self) -> None:
+        """Make the partial batch ready (end of input): the next drain trains it."""
         if self.batch:
             self._batch_ready()
-        return self.drain()
 
     def train_block(self, x: np.ndarray, y: np.ndarray, window_start: np.ndarray,
                     window_end: np.ndarray, final: bool = True) -> BlockOutput:
@@ -402,6 +430,8 @@ class TrainerState:
         self.ready.append(self.batch)
         self.ready_rows += len(self.batch)
         self.batch = []
+        if self.group is not None:
+            self.group.waiting(self)
 
     def _train_ready(self) -> TrainerOutput:
         """Test then train every ready batch, in order (no snapshot boundary inside: `_enqueue`
@@ -414,17 +444,15 @@ class TrainerState:
         self.changes.mark("m")
         if not self.paused:
             self.changes.mark("w")
-        x = _hasher(self.model.input_width).transform([w.features for w in windows])
         y = np.array([w.label for w in windows], dtype=np.float32)
+        judging = self.champion is not None and self.candidate is not None
+        x = self._hashed(windows) if judging or self.paused else None
         self._judge(x, y)
         if self.paused:  # scored, not learned from: the statistics are not counted either
             preds, _ = self.predict_hashed(x)
             self.counters["paused_skipped"] += len(windows)
         else:
-            sizes = [len(b) for b in batches]
-            x, y, back = self._inputs(x, y, sizes)
-            ends = np.array([w.window_end for w in windows], np.int64)
-            preds = self._outputs(self._learn(x, y, sizes, windows[0].window_start, ends), back)
+            preds = self._fit(batches, windows, y, x)
         out = TrainerOutput()
         kind = self.model.prediction_kind
         truth = np.array([w.label for w in windows], np.float64)
@@ -439,6 +467,70 @@ class TrainerState:
         if self.since_snapshot >= self.config.snapshot_interval:
             out.snapshots.append(self._cut_snapshot())
         return out
+
+    def _hashed(self, windows: list[FeatureWindow]) -> np.ndarray:
+        return _hasher(self.model.input_width).transform([w.features for w in windows])
+
+    def _fit(self, batches: list, windows: list[FeatureWindow], y: np.ndarray,
+             x: np.ndarray | None) -> np.ndarray:
+        """Test then train the ready `batches` (their `windows`, labels `y`, hashed rows `x`
+        if already made): those a TrainGroup trained ahead take that result, the rest are
+        trained now (with other tenants', in a group). Returns the predictions made before
+        each batch's step."""
+        preds = []
+        ahead, self._ahead = self._ahead, None
+        done = rows = 0  # batches and windows trained ahead
+        if ahead is not None and ahead.fits(self, batches):
+            done, rows = len(ahead.batches), sum(ahead.job.sizes)
+            if ahead.norm is not None:
+                self.norm = ahead.norm
+            preds.append(self._commit(ahead.job, ahead.result, ahead.back, windows[:rows]))
+        if done < len(batches):
+            rest = windows[rows:]
+            job, back, norm = self._job(batches[done:], rest, y[rows:],
+                                        None if x is None else x[rows:])
+            if norm is not None:
+                self.norm = norm
+            result = (self.group.train(self, job) if self.group is not None
+                      else learner_for(self.model).train([job])[0])
+            preds.append(self._commit(job, result, back, rest))
+        return preds[0] if len(preds) == 1 else np.concatenate(preds)
+
+    def _job(self, batches: list, windows: list[FeatureWindow], y: np.ndarray,
+             x: np.ndarray | None):
+        """(TrainJob, target scaling, new input statistics) of training `batches` now, with
+        nothing of this trainer changed yet."""
+        x = self._hashed(windows) if x is None else x
+        sizes = [len(b) for b in batches]
+        back = norm = None
+        if self.norm is not None:
+            numeric = self.model.prediction_kind == "numeric"
+            x, y, back, norm = standardize.transform_batches(self.norm, x, y, sizes, numeric)
+            back = back if numeric else None
+        job = TrainJob(self.params, self.slots, self.step, self.config.learning_rate, x, y, sizes)
+        return job, back, norm
+
+    def ahead(self) -> Ahead | None:
+        """The ready batches as an Ahead to be trained by a TrainGroup before this trainer's
+        turn (None: nothing to train ahead). A parked trainer stays parked."""
+        if self.paused or not self.ready or self._ahead is not None:
+            return None
+        parked = self._parked is not None
+        batches = tuple(self.ready)
+        windows = [w for b in batches for w in b]
+        y = np.array([w.label for w in windows], dtype=np.float32)
+        job, back, norm = self._job(list(batches), windows, y, None)
+        if parked:
+            self.park()
+        self._ahead = Ahead(batches, job, back, norm)
+        return self._ahead
+
+    def _commit(self, job: TrainJob, result: TrainResult, back,
+                windows: list[FeatureWindow]) -> np.ndarray:
+        self.params, self.slots = result.params, result.slots
+        self._account(len(job.sizes), len(result.predictions), float(result.losses[-1]),
+                      windows[0].window_start, max(w.window_end for w in windows))
+        return self._outputs(result.predictions, back)
 
     def _score(self, preds, truth) -> None:
         # Labels as the block path holds them (float32), so both paths score alike.
@@ -484,29 +576,14 @@ class TrainerState:
     def _learn(self, x: np.ndarray, y: np.ndarray, sizes: list[int], start: int,
                ends: np.ndarray) -> np.ndarray:
         """Test then train consecutive micro-batches of `sizes` rows (inputs as `_inputs` made
-        them; `ends` each row's window_end) -- the one training step of the streaming and the
-        block paths: a leading run of equal batches in one TensorFlow call, the rest one by
-        one, each accounted. Returns the predictions made before each batch's update."""
-        learner = learner_for(self.model)
-        preds = np.empty(len(y), np.float32)
-        k = next((j for j, n in enumerate(sizes) if n != sizes[0]), len(sizes))
-        done = lo = 0
-        if k >= 2:
-            size, lo = sizes[0], k * sizes[0]
-            self.params, self.slots, losses, p = learner.update_many(
-                self.params, self.slots, self.step, x[:lo].reshape(k, size, -1),
-                y[:lo].reshape(k, size), self.config.learning_rate)
-            preds[:lo] = p.reshape(-1)
-            self._account(k, lo, float(losses[-1]), start, int(ends[:lo].max()))
-            done = k
-        for n in sizes[done:]:
-            hi = lo + n
-            self.params, self.slots, loss, p = learner.update(
-                self.params, self.slots, self.step, x[lo:hi], y[lo:hi], self.config.learning_rate)
-            preds[lo:hi] = np.asarray(p).reshape(-1)
-            self._account(1, n, loss, start, int(ends[lo:hi].max()))
-            lo = hi
-        return preds
+        them; `ends` each row's window_end) in one TensorFlow call (the block path). Returns
+        the predictions made before each batch's update."""
+        job = TrainJob(self.params, self.slots, self.step, self.config.learning_rate, x, y,
+                       sizes)
+        result = learner_for(self.model).train([job])[0]
+        self.params, self.slots = result.params, result.slots
+        self._account(len(sizes), len(y), float(result.losses[-1]), start, int(ends.max()))
+        return result.predictions
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
         """The bookkeeping of `steps` trained micro-batches of `rows` windows in all (streaming
@@ -724,6 +801,7 @@ class TrainerState:
         self.changes.mark("m")
         self.version = int(snap.manifest["version"])
         self.last_snapshot_id = snap.manifest["snapshot_id"]
+        self._ahead = None
         self.step = int(snap.manifest.get("steps", 0))
 
 

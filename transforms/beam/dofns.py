@@ -24,6 +24,7 @@ from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import Feedback
 from state.tenant import TenantPipeline
+from state.train_group import TrainGroup
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END = GlobalWindow().max_timestamp()  # fires when the input is exhausted
@@ -91,6 +92,7 @@ class TenantDoFn(beam.DoFn):
         # The same counters as the Flink job's (Beam metrics, namespace "upm")
         self.counters = {name: Metrics.counter("upm", name) for name in COUNTERS}
         self._bundle: dict[str, tuple[TenantPipeline, dict[str, bytes]]] = {}
+        self.group = TrainGroup()
 
     def start_bundle(self):
         self._bundle = {}
@@ -101,7 +103,7 @@ class TenantDoFn(beam.DoFn):
             return held[0]
         parts = state.read()
         p = (TenantPipeline.from_parts(parts, self.config) if parts
-             else TenantPipeline.new(tenant, self.config))
+             else TenantPipeline.new(tenant, self.config)).train_in(self.group)
         if self.store_location:
             store = self.store_location
             p.before_first_record = lambda ts, t: first_record(store, ts, t)

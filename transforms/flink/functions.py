@@ -27,6 +27,7 @@ from state.parse import dead_letter, last_resort_dead_letter, parse_message
 from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
 from state.tenant_cache import TenantCache, TenantLimit
+from state.train_group import TrainGroup
 from state.trainer import FRESHNESS_SLO_MS
 from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
@@ -159,6 +160,7 @@ class TenantFunction(KeyedProcessFunction):
         self.live = TenantCache(self.scale.live_tenants,
                                 min(HOT_TENANTS, self.scale.live_tenants // 4))
         self.limit = TenantLimit(self.scale.max_tenants)
+        self.group = TrainGroup()
         self._armed: dict[str, set[int]] = {}  # per tenant, timers set and not yet fired
         # Per tenant, processing time of its last window and of its armed quiet timer. Not
         # state: after a restore a tenant counts as having just sent (its timer finds no entry).
@@ -183,8 +185,8 @@ class TenantFunction(KeyedProcessFunction):
         p = self.live.get(tenant)
         if p is None:
             parts = dict(self.state.items())
-            p = TenantPipeline.from_parts(parts, self.config) if parts else TenantPipeline.new(
-                tenant, self.config)
+            p = (TenantPipeline.from_parts(parts, self.config) if parts
+                 else TenantPipeline.new(tenant, self.config)).train_in(self.group)
             if self.store_location:
                 store = self.store_location
                 p.before_first_record = lambda ts, t: first_record(store, ts, t)
