@@ -45,21 +45,23 @@ class TrainGroup:
         share its model; returns the job's result."""
         learner = learner_for(trainer.model)
         self._waiting.pop(id(trainer), None)
-        jobs, aheads = [job], []
-        rows = 0
-        size = _bytes(job)
-        budget = self.max_bytes // max(size, 1)
-        for key, other in list(self._waiting.items()):
-            if rows >= self.max_rows or len(aheads) >= budget:
+        jobs, aheads, taken = [job], [], []
+        rows = scanned = 0
+        budget = self.max_bytes // max(_bytes(job), 1)
+        for key, other in self._waiting.items():  # oldest first; only as far as it needs
+            if rows >= self.max_rows or len(aheads) >= budget or scanned >= 4 * budget:
                 break
+            scanned += 1
             if learner_for(other.model) is not learner:
-                continue
-            del self._waiting[key]
+                continue  # (another model config: it waits for a call of its own)
+            taken.append(key)
             ahead = other.ahead()
             if ahead is not None:
                 jobs.append(ahead.job)
                 aheads.append(ahead)
                 rows += len(ahead.job.y)
+        for key in taken:
+            self._waiting.pop(key, None)
         results = learner.train(jobs)
         for ahead, result in zip(aheads, results[1:]):
             ahead.result = result
