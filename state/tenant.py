@@ -186,13 +186,20 @@ class TenantPipeline:
         """The `upm.tenant.stats` records an engine emits when the input ends."""
         return [replay_stats(self.replay), trainer_stats(self.trainer), drift_stats(self.drift)]
 
-    def timers(self) -> list[int]:
+    def timers(self, drain_after: int | None = None) -> list[int]:
         """Event times the engine should have a timer at now: the drain of the ready batches and
         the next drift judgement. Setting one twice is harmless; one no longer listed may be
-        deleted."""
+        deleted. With `drain_after` (the engine's watermark) the drain is no earlier than just
+        after it: an engine that fires every due timer in one pass (Flink) then drains in its
+        next pass, after every tenant's arrivals of this one made their batches ready, so the
+        tenants draining together train in one call (state/train_group.py). A drain only trains
+        what is ready, so when it happens changes no result."""
         # the drift boundaries to judge are tracked here (`_pending`, cheaper than asking the
         # DriftWindow for its `next_timer` after every event)
-        out = [t for t in (self.replay.next_timer(), self.trainer.next_timer()) if t is not None]
+        drain = self.trainer.next_timer()
+        if drain is not None and drain_after is not None:
+            drain = max(drain, drain_after + 1)
+        out = [t for t in (self.replay.next_timer(), drain) if t is not None]
         if self._pending:
             out.append(self.drift.timer_time(min(self._pending)))
         return out

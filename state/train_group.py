@@ -30,11 +30,18 @@ class TrainGroup:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self._waiting: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-        self.calls = 0
-        self.trained_ahead = 0  # tenants' batches trained ahead of their turn
+        self.calls = 0  # TensorFlow training calls
+        self.trained_ahead = 0  # tenants' batches trained in another tenant's call
+        self._taken = (0, 0)
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+    def take_counts(self) -> dict[str, int]:
+        """`train_calls` and `trained_ahead` since the last take (an engine's counters)."""
+        calls, ahead = self._taken
+        self._taken = (self.calls, self.trained_ahead)
+        return {"train_calls": self.calls - calls, "trained_ahead": self.trained_ahead - ahead}
 
     def waiting(self, trainer) -> None:
         """`trainer` has ready batches (oldest waiting first)."""
