@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 PROGRESS_METRICS = ("messages_in", "dead_letters", "windows_in", "duplicates", "late", "released",
-                    "trained", "snapshots_written", "quarantines")
+                    "trained", "snapshots_written", "quarantines", "train_calls", "trained_ahead")
 
 
 def rest_get(base: str, path: str, timeout: float = 2.0):

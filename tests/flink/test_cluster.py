@@ -107,6 +107,11 @@ def test_submit_watch_metrics_cancel(cluster):
     tot = expected.totals()
     wait_for(lambda: upm_counters(spec.rest, job_id).get("released")
              == windows - tot["duplicates"] - tot["late"], timeout=180)
+    # The two tenants' batches made ready in one watermark pass train in one TensorFlow call
+    # (state/train_group.py): one tenant's are trained ahead in the other's call.
+    counters = wait_for(lambda: (c := upm_counters(spec.rest, job_id)).get("trained_ahead")
+                        and c, timeout=180)
+    assert 0 < counters["train_calls"] < counters["trained"] / 4  # fewer calls than batches
 
     # per-tenant values, as the web UI shows them, once each tenant's Trainer has taken a step
     trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if "Tenant" in v["name"]][0]
