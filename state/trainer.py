@@ -478,7 +478,7 @@ class TrainerState:
         trained now (with other tenants', in a group). Returns the predictions made before
         each batch's step."""
         preds = []
-        ahead, self._ahead = self._ahead, None
+        ahead = self._drop_ahead()
         done = rows = 0  # batches and windows trained ahead
         if ahead is not None and ahead.fits(self, batches):
             done, rows = len(ahead.batches), sum(ahead.job.sizes)
@@ -524,6 +524,12 @@ class TrainerState:
             self.park()
         self._ahead = Ahead(batches, job, back, norm)
         return self._ahead
+
+    def _drop_ahead(self) -> Ahead | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self.group is not None:
+            self.group.done(self)
+        return ahead
 
     def _commit(self, job: TrainJob, result: TrainResult, back,
                 windows: list[FeatureWindow]) -> np.ndarray:
@@ -801,7 +807,7 @@ class TrainerState:
         self.changes.mark("m")
         self.version = int(snap.manifest["version"])
         self.last_snapshot_id = snap.manifest["snapshot_id"]
-        self._ahead = None
+        self._drop_ahead()
         self.step = int(snap.manifest.get("steps", 0))
 
 

@@ -33,10 +33,6 @@ from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
-# Every tenant's first half of the end (`TenantPipeline.release`) fires at END_OF_INPUT - 1,
-# before any tenant's END_OF_INPUT timer (Flink fires a watermark's timers in time order across
-# keys), so the last batches of all tenants are ready together and train in few calls.
-RELEASE_AT_END = END_OF_INPUT - 1
 # A tenant's arrivals wait in keyed state and are handed to its pipeline together: when the
 # watermark next moves, after FLUSH_ROWS of them, or after FLUSH_AFTER_MS of processing time.
 FLUSH_ROWS = 256
@@ -276,7 +272,6 @@ class TenantFunction(KeyedProcessFunction):
         self._disarm_flush(tenant, ctx)
         p = self._load(tenant)
         if p.is_new:
-            ctx.timer_service().register_event_time_timer(RELEASE_AT_END)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         feedback = sum(1 for rec in held if isinstance(rec, Feedback))
         self._count("windows_in", len(held) - feedback)
@@ -300,7 +295,7 @@ class TenantFunction(KeyedProcessFunction):
             flush_only = self._flush_at.get(tenant) == timestamp
             if flush_only:
                 del self._flush_at[tenant]
-                flush_only = timestamp not in armed and timestamp < RELEASE_AT_END
+                flush_only = timestamp not in armed and timestamp != END_OF_INPUT
         yield from self._flush(tenant, ctx)  # what arrived before this timer, first
         if flush_only:
             return
@@ -313,9 +308,6 @@ class TenantFunction(KeyedProcessFunction):
             yield from self._finish(p, p.end(), ctx, arm=False)
             for stats in p.end_stats():
                 yield STATS, stats
-            return
-        if timestamp == RELEASE_AT_END:
-            yield from self._finish(p, p.release(), ctx, arm=False)
             return
         if ctx.timer_service().current_watermark() == END_OF_INPUT:
             return  # the input ended: the END_OF_INPUT timer, fired last, does all that is left
@@ -348,7 +340,7 @@ class TenantFunction(KeyedProcessFunction):
             # which is cheaper than letting it call back into Python to find nothing to do.
             armed = self._armed.get(p.tenant_id, set())
             watermark = ctx.timer_service().current_watermark()
-            wanted = set(p.timers(watermark if watermark < RELEASE_AT_END - 1 else None))
+            wanted = set(p.timers(watermark if watermark < END_OF_INPUT - 2 else None))
             if wanted != armed:
                 service = ctx.timer_service()
                 for t in wanted - armed:
