@@ -9,4 +9,5 @@ that chains them) has one surface, so an engine holds any of them the same way:
 `new(tenant_id, config)`, `from_parts(parts, config)` / `from_bytes(blob, config)` (the current
 config, not the saved one), `parts()` / `to_bytes()`, `drain_changes(prefix)` and `next_timer()`.
 The dead-letter reasons are in `reasons.py`, one text per rule; `tenant_cache.py` bounds the
-pipelines an engine keeps in memory (parking the idle ones)."""
+pipelines an engine keeps in memory (parking the idle ones); `train_group.py` lets the tenants an
+engine holds train their ready batches in one TensorFlow call."""

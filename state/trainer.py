@@ -14,7 +14,10 @@ the same steps: the arithmetic, and so every weight, prediction and snapshot, is
 call per batch; measured in bench/). A TensorFlow call costs about the same for 1 or 16 steps,
 so this is what makes the streaming path cheap. Ready batches are also trained when reaching
 the next snapshot needs no more, and whenever the engine calls `drain()` (its timers, before
-drift is judged, and at the end of input), so a quiet tenant is not left waiting.
+drift is judged, and at the end of input), so a quiet tenant is not left waiting. In an engine
+that holds many tenants (`group`, state/train_group.py) the call also trains the other
+tenants' ready batches; each takes that result at its own turn (`Ahead`), bit for bit what it
+would have got then.
 
 With `model.head = "auto"` the head is chosen when the first labelled micro-batch is complete
 (ModelConfig.resolve: a classifier if its labels are all 0 or 1, else a regressor), before it is
