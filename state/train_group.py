@@ -39,9 +39,6 @@ class TrainGroup:
         self._taken = (0, 0)
         self._holding: weakref.WeakSet = weakref.WeakSet()  # trainers holding a result
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     def take_counts(self) -> dict[str, int]:
         """`train_calls` and `trained_ahead` since the last take (an engine's counters)."""
         calls, ahead = self._taken

@@ -536,10 +536,15 @@ class TrainerState:
 
     def _commit(self, job: TrainJob, result: TrainResult, back,
                 windows: list[FeatureWindow]) -> np.ndarray:
+        self._apply_result(job, result, windows[0].window_start,
+                           max(w.window_end for w in windows))
+        return self._outputs(result.predictions, back)
+
+    def _apply_result(self, job: TrainJob, result: TrainResult, start: int, end: int) -> None:
+        """The trainer after `job` trained into `result` (streaming and block paths alike)."""
         self.params, self.slots = result.params, result.slots
         self._account(len(job.sizes), len(result.predictions), float(result.losses[-1]),
-                      windows[0].window_start, max(w.window_end for w in windows))
-        return self._outputs(result.predictions, back)
+                      start, end)
 
     def _score(self, preds, truth) -> None:
         # Labels as the block path holds them (float32), so both paths score alike.
@@ -590,8 +595,7 @@ class TrainerState:
         job = TrainJob(self.params, self.slots, self.step, self.config.learning_rate, x, y,
                        sizes)
         result = learner_for(self.model).train([job])[0]
-        self.params, self.slots = result.params, result.slots
-        self._account(len(sizes), len(y), float(result.losses[-1]), start, int(ends.max()))
+        self._apply_result(job, result, start, int(ends.max()))
         return result.predictions
 
     def _account(self, steps: int, rows: int, loss: float, start: int, end: int) -> None:
