@@ -49,11 +49,14 @@ prometheus:
 
 # The Flink Kafka connector is not in PyFlink's package: fetch_jars takes the two jars from a
 # pinned PyPI redistribution of the Apache jars and checks transforms/flink/kafka-jars.sha256.
+# The job's Java steps (transforms/flink/java/) are compiled with the JDK's javac against
+# PyFlink's jars (transforms/flink/java_steps.py; again at run time if a source changed).
 $(FLINK)/.installed: pyproject.toml constraints/flink.txt transforms/flink/kafka-jars.sha256
 	$(PYTHON) -m venv $(FLINK)
 	$(FLINK)/bin/python -m pip install -q $(PIP_PIN)
 	$(FLINK)/bin/python -m pip install -q -c constraints/flink.txt -e '.[flink,dev,bench]'
 	$(FLINK)/bin/python -m transforms.flink.fetch_jars
+	$(FLINK)/bin/python -m transforms.flink.java_steps
 	touch $@
 
 $(BEAM)/.installed: pyproject.toml constraints/beam.txt

@@ -1,16 +1,19 @@
 """The UPM streaming job on Apache Flink (PyFlink DataStream API, thread execution mode).
 
-    Files ─► Parse ─► EventTimestamps ─► keyBy(tenant) ─► Tenant ─► SnapshotWriter ─► store
-                │ dead letters                                 │ (ReplayBuffer -> Trainer
-                ▼                                              │  -> DriftWindow, one keyed
-            records/dead_letters                               │  operator: state/tenant.py)
-                                                               ├─► duplicates, late, gaps, stats
-                                                               └─► drift_scores, quarantines
-                                                                      ─► Governor ─► rollbacks
+    Files ─► EventTimestamps ─► TenantKey ─► keyBy(tenant) ─► Tenant ─► SnapshotWriter ─► store
+             (Java: the line's time and tenant,            │ (parse -> ReplayBuffer -> Trainer
+              transforms/flink/java_steps.py)              │  -> DriftWindow, one keyed
+                                                           │  operator: state/tenant.py)
+                                                           ├─► dead_letters, duplicates, late,
+                                                           │   gaps, stats
+                                                           └─► drift_scores, quarantines
+                                                                  ─► Governor ─► rollbacks
 
-Event time: EventTimestamps takes it from each record after Parse (`source.event_time =
-"window_end"`); with "kafka" the Kafka source makes the watermarks per partition from the
-records' Kafka timestamps and there is no EventTimestamps step.
+Event time: EventTimestamps takes it from each line (`source.event_time = "window_end"`: the
+window's end, a feedback's observed_at); with "kafka" the Kafka source makes the watermarks per
+partition from the records' Kafka timestamps and there is no EventTimestamps step. The Tenant
+operator parses each line (state/parse.py) and dead-letters one whose tenant or time it reads
+otherwise than the Java steps routed it.
 
 Each side output is written as JSON lines by a FileSink under `<output>/records/<type>/`
 (committed on checkpoints; the last checkpoint of a bounded run commits the rest).
@@ -37,6 +40,7 @@ from pipelines.ports import free_port
 from state.records import RECORD_KINDS
 from state.tenant import TENANT_KINDS
 from transforms.flink import functions as fn
+from transforms.flink import java_steps
 
 MAX_PARALLELISM = 128  # key groups: fixed so savepoints restore at any parallelism <= 128
 
@@ -52,9 +56,11 @@ def flink_configuration(opts: JobOptions, remote: bool = False) -> Configuration
     cfg.set_string("rest.port", str(opts.rest_port or free_port()))
     cfg.set_string("execution.checkpointing.interval", f"{opts.checkpoint_interval_ms}ms")
     cfg.set_string("pipeline.name", opts.job_name)
+    jars = [java_steps.steps_jar()]
     if opts.uses_kafka:
         from transforms.flink.kafka import connector_jars
-        cfg.set_string("pipeline.jars", ";".join(p.resolve().as_uri() for p in connector_jars()))
+        jars += connector_jars()
+    cfg.set_string("pipeline.jars", ";".join(p.resolve().as_uri() for p in jars))
     if remote:
         cfg.set_string("execution.target", "remote")
         if opts.savepoint_path:
@@ -158,45 +164,42 @@ def _source(env: StreamExecutionEnvironment, opts: JobOptions):
         "files-source")
 
 
-def _keyed_by_tenant_in_event_time(parsed: DataStream, watermarks: WatermarkStrategy | None
+def _keyed_by_tenant_in_event_time(lines: DataStream, watermarks: WatermarkStrategy | None
                                    ) -> KeyedStream:
-    """Event time and key of Parse's `((tenant, element), event_time)` records, taken in Java.
+    """The raw lines keyed by tenant, with their event times, both read in Java
+    (transforms/flink/java_steps.py): the Tenant operator is then the job's only Python call
+    per line. (PyFlink's own `assign_timestamps_and_watermarks` and `key_by` with Python
+    functions would add a Python operator each, and a Python Parse before them another: each
+    one more call and hand-over per line, measured as half of the job's cost per window.)
 
-    What PyFlink's `assign_timestamps_and_watermarks(... with_timestamp_assigner ...)` and
-    `key_by(python_function)` build, less the two Python operators they add per record (an
-    Extract-Timestamp and an AddKey function, each one more Python call and pickle round trip
-    per record: measured as most of the cost of the Parse chain). Parse emits the shapes
-    those operators would have emitted, and the same Java steps follow: CustomTimestampAssigner
-    (field 1) and RemoveTimestampMapFunction (field 0) around the watermark strategy, then
-    keyBy(KeyByKeySelector) on the row's first field. With no `watermarks` (Kafka event time)
-    the source's watermarks pass through as they are."""
+    The key step emits Row(tenant, line), the shape PyFlink's `key_by` builds, and the same
+    Java KeyByKeySelector keys it on field 0. With no `watermarks` (Kafka event time) the
+    source's watermarks pass through as they are."""
     jvm = get_gateway().jvm
-    py = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    timed = parsed._j_data_stream
+    fields = java_steps.line_fields(jvm)
+    timed = lines._j_data_stream
     if watermarks is not None:
         timed = (timed.assignTimestampsAndWatermarks(
                      watermarks._j_watermark_strategy.withTimestampAssigner(
-                         py.CustomTimestampAssigner()))
+                         jvm.upm.LineEventTime(fields)))
                  .name("EventTimestamps").uid("event-timestamps"))
-    timed = (timed.map(py.RemoveTimestampMapFunction(), fn.KEYED_TYPE.get_java_type_info())
-             .name("Remove-Timestamp"))
-    return KeyedStream(timed.keyBy(jvm.KeyByKeySelector(),
+    keyed = (timed.map(jvm.upm.LineKey(fields), fn.KEYED_TYPE.get_java_type_info())
+             .name("TenantKey").uid("tenant-key"))
+    return KeyedStream(keyed.keyBy(jvm.KeyByKeySelector(),
                                    Types.ROW([Types.STRING()]).get_java_type_info()),
-                       fn.ELEMENT_TYPE, parsed)
+                       fn.ELEMENT_TYPE, lines)
 
 
 def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
     """Add the UPM job to `env`."""
     cfg = opts.config
     lines = _source(env, opts)
-    parsed = (lines.process(fn.Parse("files", cfg.source.max_features),
-                            output_type=fn.PARSED_TYPE)
-              .name("Parse").uid("parse"))
     keyed = _keyed_by_tenant_in_event_time(
-        parsed, None if opts.kafka_event_time else _watermarks(opts))
+        lines, None if opts.kafka_event_time else _watermarks(opts))
     tenants = (keyed
                .process(fn.TenantFunction(cfg, opts.shadow_deltas,
-                                          opts.store_root if opts.warm_start else None),
+                                          opts.store_root if opts.warm_start else None,
+                                          times_from_lines=not opts.kafka_event_time),
                         output_type=Types.PICKLED_BYTE_ARRAY())
                .name("Tenant").uid("tenant"))
     if cfg.model.device == "gpu":
@@ -218,7 +221,6 @@ def build(env: StreamExecutionEnvironment, opts: JobOptions) -> None:
                           output_type=Types.STRING())
                 .name("Governor").uid("governor").set_parallelism(1))
     sinks = {kind: [side.get(kind)] for kind in RECORD_KINDS}
-    sinks["dead_letters"].insert(0, parsed.get_side_output(fn.DEAD_LETTERS))
     sinks["snapshots"] = [snapshot_records]
     sinks["refusals"] = [snapshot_records.get_side_output(fn.REFUSALS)]
     sinks["rollbacks"] = [governed]

@@ -4,7 +4,7 @@ The per-message parser (state/parse.py) and the columnar window table (state/win
 check the same contract in two shapes; both build their reasons here, so a bad window gets the
 same reason whichever path read it. A reason starts with a stable class name (`bad_json:`,
 `missing_field:`, `bad_timestamp:`, `not_finite:`, `wrong_type:`, `unsafe_tenant_id:`,
-`oversized:`, `tenant_limit:`, `internal:`); dead letters are counted per class (`reason_class`).
+`oversized:`, `tenant_limit:`, `read_differently:`, `internal:`); dead letters are counted per class (`reason_class`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,16 @@ MAX_ID_LENGTH = 256
 MAX_DEPTH = 64
 MIN_TIME_MS = 100_000_000_000  # 1973-03-03T09:46:40Z: below it, epoch seconds are likelier
 MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+# The routing key of a line whose tenant an engine's key step could not read (never a valid
+# tenant id: `!` is outside TENANT_ID_RE); its keyed operator dead-letters the line.
+UNREAD_TENANT_KEY = "!unread"
+
+
+def read_differently(name: str, routed: str, parsed: str) -> str:
+    """A message the engine's routing step (the Flink job's Java key and event-time step) read
+    otherwise than the parser: kept out of a tenant it may not belong to."""
+    return (f"read_differently: {name} routed as {routed[:64]} but parsed as {parsed[:64]}; "
+            "send it as RFC 3339 with an offset or Z, or as epoch milliseconds")
 
 
 def reason_class(reason: str) -> str:

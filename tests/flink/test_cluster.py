@@ -15,7 +15,7 @@ from tests.flink.test_kafka import broker  # noqa: F401  (the Kafka broker fixtu
 from runners import flink_cluster as fc
 from state.scenario import ScenarioSpec, generate, generate_timed
 
-OPERATORS = ("Parse", "Tenant", "SnapshotWriter", "Governor")
+OPERATORS = ("Files", "TenantKey", "Tenant", "SnapshotWriter", "Governor")
 
 
 def running_cluster(tmp_path_factory, name: str, **spec):
@@ -114,7 +114,8 @@ def test_submit_watch_metrics_cancel(cluster):
     assert 0 < counters["train_calls"] < counters["trained"] / 4  # fewer calls than batches
 
     # per-tenant values, as the web UI shows them, once each tenant's Trainer has taken a step
-    trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"] if "Tenant" in v["name"]][0]
+    trainer = [v for v in get(spec, f"/jobs/{job_id}")["vertices"]
+               if v["name"].startswith("Tenant")][0]
 
     def tenant_metric_ids():
         ids = [m["id"] for m in get(spec, f"/jobs/{job_id}/vertices/{trainer['id']}/subtasks/metrics")]
@@ -324,7 +325,7 @@ def test_kafka_event_time_per_partition_with_an_idle_partition(cluster, broker, 
                     "--set", "trainer.snapshot_interval=100", "--set", "drift.window_duration_ms=60000",
                     "--set", "drift.sample_size=20")
     tenant_vertex = wait_for(lambda: [v["id"] for v in get(spec, f"/jobs/{job_id}")["vertices"]
-                                      if "Tenant" in v["name"]])[0]
+                                      if v["name"].startswith("Tenant")])[0]
 
     def watermark():
         marks = get(spec, f"/jobs/{job_id}/vertices/{tenant_vertex}/watermarks")

@@ -21,11 +21,11 @@ def trainer_groups(device, tmp_path):
 def test_trainer_asks_for_a_gpu_slot(tmp_path):
     groups, graph = trainer_groups("gpu", tmp_path)
     assert groups["Tenant"] == "trainer-gpu"
-    assert groups["Parse"] != "trainer-gpu"
+    assert groups["TenantKey"] != "trainer-gpu"
     profile = graph.getSlotSharingGroupResource("trainer-gpu").get()
     assert "gpu" in str(profile.getExtendedResources())
 
 
 def test_cpu_jobs_share_the_default_group(tmp_path):
     groups, _ = trainer_groups("auto", tmp_path)
-    assert groups["Tenant"] == groups["Parse"]
+    assert groups["Tenant"] == groups["TenantKey"]

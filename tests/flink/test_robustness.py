@@ -38,6 +38,8 @@ def killers(lines: list[str]) -> list[str]:
         variant(acme, window_id="k-2p70", window_end=1 << 70),
         variant(acme, window_id="k-9999", window_end="9999-12-31T23:59:59Z"),
         variant(acme, window_id="k-secs", window_start=1795000000, window_end=1795000001),
+        # ISO 8601 but not RFC 3339: Python reads it, the job's Java time step does not
+        variant(acme, window_id="k-week", window_end="2026-W47-7T00:00:00Z"),
         # 30 days ahead of its tenant: a dead letter (bad_timestamp: future), not a new frontier
         variant(globex, window_id="k-future", window_end=globex["window_end"] + 30 * DAY_MS
                 if isinstance(globex["window_end"], int) else "2026-12-30T00:00:00Z"),
@@ -178,6 +180,7 @@ def test_killer_lines_become_dead_letters_with_their_reasons(fuzzed_run):
     assert by_id["k-2p70"].startswith("bad_timestamp") and "outside" in by_id["k-2p70"]
     assert by_id["k-9999"].startswith("bad_timestamp") and "outside" in by_id["k-9999"]
     assert "epoch seconds" in by_id["k-secs"]
+    assert by_id["k-week"].startswith("read_differently: window_end")
     assert by_id["k-future"].startswith("bad_timestamp: future")
     assert by_id["k-many"].startswith("oversized")
     assert by_id["k-path"].startswith("unsafe_tenant_id")

@@ -3,9 +3,10 @@ object's bytes, Flink event-time timers call the core's time methods, a processi
 tells the core a tenant went quiet, and the core's outputs become the main output or side
 outputs (JSON lines). All logic lives in `state/`.
 
-Elements from Parse to the TenantFunction are records as text (`element_text`) inside Parse's
-typed key/event-time envelope (PARSED_TYPE); from the TenantFunction to the SnapshotWriter, core
-Snapshots, which PyFlink pickles.
+The TenantFunction takes raw input lines, keyed (and timed) by the job's Java steps
+(transforms/flink/java_steps.py), and parses them itself: one Python call per line. Its buffer
+keeps parsed records as text (`element_text`); from the TenantFunction to the SnapshotWriter go
+core Snapshots, which PyFlink pickles.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from state.config import UpmConfig
 from state.parse import dead_letter, last_resort_dead_letter, parse_message
+from state.reasons import read_differently
 from state.records import RECORD_KINDS, FeatureWindow, Feedback
 from state.tenant import TenantPipeline
 from state.tenant_cache import TenantCache, TenantLimit
@@ -46,18 +48,15 @@ TAGS = {kind: OutputTag(kind, Types.STRING()) for kind in RECORD_KINDS}
 DEAD_LETTERS, STATS, REFUSALS = TAGS["dead_letters"], TAGS["stats"], TAGS["refusals"]
 
 
-# Parse's main output: ((tenant_id, element_text(record)), event_time), typed so the job takes
-# the key and the event time in Java (pipelines/flink_job.py).
+# The Java key step's output, Row(tenant key, raw line): the shape PyFlink's key_by builds.
 ELEMENT_TYPE = Types.STRING()
 KEYED_TYPE = Types.ROW([Types.STRING(), ELEMENT_TYPE])
-PARSED_TYPE = Types.TUPLE([KEYED_TYPE, Types.LONG()])
 
 
 def element_text(rec: FeatureWindow | Feedback) -> str:
-    """A parsed record as Parse hands it to the tenant operator and its buffer keeps it: its
-    state bytes (`to_state`) after a kind byte, as base64 text. A Flink STRING crosses between
-    Java and Python as it is, where a pickled-object type is pickled again at every crossing
-    (the buffer's included)."""
+    """A parsed record as the tenant operator's buffer keeps it: its state bytes (`to_state`)
+    after a kind byte, as base64 text. A Flink STRING crosses between Java and Python as it is,
+    where a pickled-object type is pickled again at every crossing."""
     kind = b"f" if isinstance(rec, Feedback) else b"w"
     return base64.b64encode(kind + rec.to_state()).decode("ascii")
 
@@ -65,34 +64,6 @@ def element_text(rec: FeatureWindow | Feedback) -> str:
 def element_of(text: str) -> FeatureWindow | Feedback:
     blob = base64.b64decode(text)
     return (Feedback if blob[:1] == b"f" else FeatureWindow).from_state(blob[1:])
-
-
-class Parse(ProcessFunction):
-    """JSON text -> ((tenant, element_text(record)), event_time); anything bad -> DeadLetter
-    side output."""
-
-    def __init__(self, source_name: str, max_features: int):
-        self.source_name = source_name
-        self.max_features = max_features
-
-    def open(self, runtime_context: RuntimeContext):
-        g = runtime_context.get_metrics_group().add_group("upm")
-        self.m_in = counter(g, "messages_in")
-        self.m_dead = counter(g, "dead_letters")
-
-    def process_element(self, value, ctx):
-        self.m_in.inc()
-        try:
-            parsed = parse_message(value, self.max_features)
-            if parsed.ok:
-                rec = parsed.record
-                yield Row(rec.tenant_id, element_text(rec)), rec.event_time
-                return
-            out = dead_letter(value, parsed.reason, self.source_name, _now_ms()).to_json()
-        except Exception as e:  # last resort: no single message may fail the job
-            out = last_resort_dead_letter(value, e, self.source_name, _now_ms()).to_json()
-        self.m_dead.inc()
-        yield DEAD_LETTERS, out
 
 
 _PROFILES = itertools.count()
@@ -140,19 +111,22 @@ class TenantFunction(KeyedProcessFunction):
     yet warm-starts from its newest snapshot in the store, if any, before its first record is
     trained; past `scale.max_tenants` tenants, its records are dead letters instead."""
 
-    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool, store_location: str | None):
+    def __init__(self, config: UpmConfig, emit_shadow_deltas: bool, store_location: str | None,
+                 times_from_lines: bool = True):
         self.config = config
         self.emit_shadow_deltas = emit_shadow_deltas
         self.store_location = store_location
+        self.times_from_lines = times_from_lines  # else the source's (Kafka) timestamps
 
     def open(self, runtime_context: RuntimeContext):
         self._profile = _start_profile(runtime_context)
+        import sys; sys.setswitchinterval(float(os.environ.get('UPM_SWITCH', '0.005')))
         self.state = runtime_context.get_map_state(MapStateDescriptor(
             "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", ELEMENT_TYPE))
         g = runtime_context.get_metrics_group().add_group("upm")
         self.c = {k: counter(g, k) for k in
-                  ("windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
+                  ("messages_in", "windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
                    "dead_letters", "trained", "snapshots", "steps", "deltas", "quarantines",
                    "recoveries", "tenants_refused", "train_calls", "trained_ahead")}
         self.scale = self.config.scale
@@ -217,7 +191,13 @@ class TenantFunction(KeyedProcessFunction):
                 self._counts[name] = 0
 
     def process_element(self, value, ctx):
-        rec = element_of(value)
+        self._count("messages_in")
+        rec, refused = self._read(value, ctx)
+        if refused is not None:
+            self._count("dead_letters")
+            self._push_counts()
+            yield DEAD_LETTERS, refused.to_json()
+            return
         tenant = rec.tenant_id
         if not self.limit.admits(tenant, self._has_state):
             self._count("feedback_in" if isinstance(rec, Feedback) else "windows_in")
@@ -227,7 +207,7 @@ class TenantFunction(KeyedProcessFunction):
             yield DEAD_LETTERS, dead_letter(rec.to_json(), self.limit.reason, "tenant",
                                             _now_ms()).to_json()
             return
-        self.buffer.add(value)
+        self.buffer.add(element_text(rec))
         held = self._buffered.get(tenant)
         if held is None:
             held = self._buffered[tenant] = []
@@ -236,6 +216,26 @@ class TenantFunction(KeyedProcessFunction):
             yield from self._flush(tenant, ctx)
         elif len(held) == 1:
             self._arm_flush(tenant, ctx)
+
+    def _read(self, line, ctx):
+        """(record, None), or (None, its DeadLetter): a line that does not parse, or that the
+        Java steps routed to another tenant or time than the one it states."""
+        try:
+            parsed = parse_message(line, self.config.source.max_features)
+            if not parsed.ok:
+                return None, dead_letter(line, parsed.reason, "files", _now_ms())
+            rec = parsed.record
+            key = ctx.get_current_key()
+            if rec.tenant_id != key:
+                reason = read_differently("tenant_id", repr(key), repr(rec.tenant_id))
+                return None, dead_letter(line, reason, "files", _now_ms())
+            if self.times_from_lines and ctx.timestamp() != rec.event_time:
+                name = "window_end" if isinstance(rec, FeatureWindow) else "observed_at"
+                reason = read_differently(name, str(ctx.timestamp()), str(rec.event_time))
+                return None, dead_letter(line, reason, "files", _now_ms())
+            return rec, None
+        except Exception as e:  # last resort: no single message may fail the job
+            return None, last_resort_dead_letter(line, e, "files", _now_ms())
 
     def _arm_flush(self, tenant: str, ctx) -> None:
         service = ctx.timer_service()
