@@ -4,7 +4,8 @@ The per-message parser (state/parse.py) and the columnar window table (state/win
 check the same contract in two shapes; both build their reasons here, so a bad window gets the
 same reason whichever path read it. A reason starts with a stable class name (`bad_json:`,
 `missing_field:`, `bad_timestamp:`, `not_finite:`, `wrong_type:`, `unsafe_tenant_id:`,
-`oversized:`, `tenant_limit:`, `read_differently:`, `internal:`); dead letters are counted per class (`reason_class`).
+`oversized:`, `tenant_limit:`, `read_differently:`, `internal:`); dead letters are counted per
+class (`reason_class`).
 """
 
 from __future__ import annotations

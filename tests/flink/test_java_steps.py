@@ -52,7 +52,8 @@ def rfc3339(dt: datetime, sep: str, micros: bool, zulu: str) -> str:
 times = st.one_of(
     st.builds(rfc3339,
               st.datetimes(min_value=datetime(1973, 3, 4), max_value=datetime(2099, 12, 30),
-                           timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                           timezones=st.sampled_from([timezone.utc,
+                                                      timezone(timedelta(hours=5, minutes=30)),
                                                       timezone(timedelta(hours=-8))])),
               st.sampled_from(["T", "t", " "]), st.booleans(), st.sampled_from(["", "Z", "z"])),
     st.integers(min_value=MIN_TIME_MS - 10, max_value=MAX_TIME_MS + 10),
@@ -62,7 +63,8 @@ tenants = st.one_of(st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True), st.n
                     st.text(max_size=10), st.integers(), st.just(UNREAD_TENANT_KEY))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tenant=tenants, when=times, feedback=st.booleans(), drop_tenant=st.booleans())
 def test_the_route_is_what_the_parser_reads(fields, tenant, when, feedback, drop_tenant):
     msg = {"window_id": "w1", "tenant_id": tenant}
@@ -83,7 +85,8 @@ def test_the_route_is_what_the_parser_reads(fields, tenant, when, feedback, drop
     assert at == UNREAD_TIME or MIN_TIME_MS <= at <= MAX_TIME_MS
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(
     lambda b: b.decode("utf-8", "replace"))))
 def test_any_text_routes_without_an_exception(fields, text):

@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import (FlatMapFunction, KeyedProcessFunction,
                                           ProcessFunction, RuntimeContext)
@@ -117,18 +117,19 @@ class TenantFunction(KeyedProcessFunction):
         self.emit_shadow_deltas = emit_shadow_deltas
         self.store_location = store_location
         self.times_from_lines = times_from_lines  # else the source's (Kafka) timestamps
+        self.max_features = config.source.max_features
 
     def open(self, runtime_context: RuntimeContext):
         self._profile = _start_profile(runtime_context)
-        import sys; sys.setswitchinterval(float(os.environ.get('UPM_SWITCH', '0.005')))
         self.state = runtime_context.get_map_state(MapStateDescriptor(
             "tenant", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", ELEMENT_TYPE))
         g = runtime_context.get_metrics_group().add_group("upm")
         self.c = {k: counter(g, k) for k in
-                  ("messages_in", "windows_in", "duplicates", "late", "released", "gaps", "feedback_in",
-                   "dead_letters", "trained", "snapshots", "steps", "deltas", "quarantines",
-                   "recoveries", "tenants_refused", "train_calls", "trained_ahead")}
+                  ("messages_in", "windows_in", "duplicates", "late", "released", "gaps",
+                   "feedback_in", "dead_letters", "trained", "snapshots", "steps", "deltas",
+                   "quarantines", "recoveries", "tenants_refused", "train_calls",
+                   "trained_ahead")}
         self.scale = self.config.scale
         self.tenant_values = TenantValues(g, self.scale.tenant_metrics)
         self.live = TenantCache(self.scale.live_tenants,
@@ -221,21 +222,26 @@ class TenantFunction(KeyedProcessFunction):
         """(record, None), or (None, its DeadLetter): a line that does not parse, or that the
         Java steps routed to another tenant or time than the one it states."""
         try:
-            parsed = parse_message(line, self.config.source.max_features)
-            if not parsed.ok:
-                return None, dead_letter(line, parsed.reason, "files", _now_ms())
-            rec = parsed.record
-            key = ctx.get_current_key()
-            if rec.tenant_id != key:
-                reason = read_differently("tenant_id", repr(key), repr(rec.tenant_id))
-                return None, dead_letter(line, reason, "files", _now_ms())
-            if self.times_from_lines and ctx.timestamp() != rec.event_time:
-                name = "window_end" if isinstance(rec, FeatureWindow) else "observed_at"
-                reason = read_differently(name, str(ctx.timestamp()), str(rec.event_time))
-                return None, dead_letter(line, reason, "files", _now_ms())
-            return rec, None
+            got = self._record_or_reason(line, ctx)
+            if isinstance(got, str):
+                return None, dead_letter(line, got, "files", _now_ms())
+            return got, None
         except Exception as e:  # last resort: no single message may fail the job
             return None, last_resort_dead_letter(line, e, "files", _now_ms())
+
+    def _record_or_reason(self, line, ctx) -> FeatureWindow | Feedback | str:
+        """The line's record, or the reason it is refused."""
+        parsed = parse_message(line, self.max_features)
+        if not parsed.ok:
+            return parsed.reason
+        rec = parsed.record
+        key = ctx.get_current_key()
+        if rec.tenant_id != key:
+            return read_differently("tenant_id", repr(key), repr(rec.tenant_id))
+        if self.times_from_lines and ctx.timestamp() != rec.event_time:
+            name = "window_end" if isinstance(rec, FeatureWindow) else "observed_at"
+            return read_differently(name, str(ctx.timestamp()), str(rec.event_time))
+        return rec
 
     def _arm_flush(self, tenant: str, ctx) -> None:
         service = ctx.timer_service()

@@ -51,19 +51,17 @@ def _build(jar: Path) -> None:
     if not javac or not os.path.exists(javac):
         raise SystemExit("javac (a JDK 11+) is needed to build the job's Java steps; "
                          "install one, or set JAVA_HOME")
-    classpath = os.pathsep.join(str(p) for p in (Path(pyflink.__file__).parent / "lib").glob("*.jar"))
+    lib = Path(pyflink.__file__).parent / "lib"
+    classpath = os.pathsep.join(str(p) for p in lib.glob("*.jar"))
     with tempfile.TemporaryDirectory() as tmp:
         classes = Path(tmp) / "classes"
         subprocess.run([javac, "-nowarn", "--release", "11", "-cp", classpath, "-d", str(classes),
                         *map(str, _sources())], check=True)
         part = Path(tmp) / jar.name
-        subprocess.run([_jar_tool(javac), "cf", str(part), "-C", str(classes), "."], check=True)
+        jar_tool = str(Path(javac).with_name("jar"))
+        subprocess.run([jar_tool, "cf", str(part), "-C", str(classes), "."], check=True)
         shutil.move(part, jar.parent / f".{jar.name}.part")
         os.replace(jar.parent / f".{jar.name}.part", jar)
-
-
-def _jar_tool(javac: str) -> str:
-    return str(Path(javac).with_name("jar"))
 
 
 def line_fields(jvm):
