@@ -64,8 +64,26 @@ def tf_call(fn, *args):
 def _on_tf_thread(fn, args):
     if not _tf_thread_ident:
         _tf_thread_ident.append(threading.get_ident())
+        _keep_xla_programs()
         _limit_threads()
     return fn(*args)
+
+
+def _keep_xla_programs() -> None:
+    """XLA's compiled training programs are kept on disk (TensorFlow's persistent compilation
+    cache, keyed by the program's fingerprint) in UPM_XLA_CACHE, default ~/.cache/upm-stream/xla:
+    a new process (a TaskManager, a test) loads them instead of compiling each again (~0.3 s
+    a program). Set before TensorFlow reads its flags; a TF_XLA_FLAGS that names a cache wins."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "persistent_cache_directory" in flags:
+        return
+    path = os.environ.get("UPM_XLA_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "upm-stream", "xla")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # no writable home: compile in every process, as without a cache
+        return
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={path}".strip()
 
 
 def _limit_threads() -> None:
@@ -97,7 +115,7 @@ class ModelConfig:
     hidden_units: int = 32
     seed: int = 0
     device: str = "auto"
-    jit: str = "auto"  # XLA: auto = on for GPU, off for CPU (measured: per-call overhead wins on CPU)
+    jit: str = "auto"  # XLA: auto = on (see Learner)
     standardize: bool = True  # inputs standardized online (model/standardize.py)
     optimizer: str = "ftrl"  # chosen by measurement (bench/quality.py, README "Learning quality")
     ftrl_l1: float = 0.0
@@ -264,21 +282,28 @@ class Learner:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        jit = cfg.jit == "on" or (cfg.jit == "auto" and self.device.startswith("/GPU"))
+        # Training compiles its whole loop with XLA unless jit is off: measured on CPU, 12 us a
+        # step against 120 us for the same loop run op by op (see _train_padded). Prediction
+        # takes any number of rows, and XLA compiles per shape: it is compiled on a GPU only.
+        jit = cfg.jit != "off"
         self.jit = jit
+        jit_predict = cfg.jit == "on" or (cfg.jit == "auto" and self.device.startswith("/GPU"))
         names = cfg.param_names
         head = cfg.head
 
         def forward(params, x):
             return forward_pass(head, params, x)
 
-        def loss_fn(params, x, y):
+        def loss_fn(params, x, y, mask=None):
+            # mask (XLA's padded steps): 1 for a real row, 0 for padding; the mean over real rows
             pred, z, _ = forward(params, x)
             if head in CLASSIFIERS:
-                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
+                per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
             else:
-                loss = tf.reduce_mean(tf.square(pred - y))
-            return loss, pred
+                per_row = tf.square(pred - y)
+            if mask is None:
+                return tf.reduce_mean(per_row), pred
+            return tf.reduce_sum(per_row * mask) / tf.reduce_sum(mask), pred
 
         optimizer, n_slots = cfg.optimizer, len(SLOTS[cfg.optimizer])
         penalties = [_ftrl_penalty(cfg, name) for name in names]
@@ -304,11 +329,11 @@ class Learner:
                          -shrunk / ((FTRL_BETA + tf.sqrt(n_new)) / lr + l2))
             return w, [z, n_new]
 
-        def update(params, slots, step, x, y, lr):
+        def update(params, slots, step, x, y, lr, mask=None):
             # slots: n_slots arrays per parameter, in param_names order
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                loss, pred = loss_fn(params, x, y)
+                loss, pred = loss_fn(params, x, y, mask)
             grads = tape.gradient(loss, params)
             t = tf.cast(step + 1, tf.float32)
             new_p, new_s = [], []
@@ -317,10 +342,6 @@ class Learner:
                 new_p.append(q)
                 new_s += s_i
             return new_p, new_s, loss, pred
-
-        # The one training step, compiled by XLA where `jit` is on (per micro-batch size; the
-        # loop around it has shapes XLA cannot take), else inlined in the loop.
-        step_fn = tf.function(update, jit_compile=True) if jit else update
 
         def train_group(params, slots, steps, lrs, counts, sizes, x, y):
             # For each tenant t in turn: its `counts[t]` steps, each on the next `sizes[s]` rows
@@ -342,7 +363,7 @@ class Learner:
                 s_t = [v[t] for v in slots]
                 for i in tf.range(counts[t]):
                     n = sizes[s]
-                    p_t, s_t, loss, pred = step_fn(p_t, s_t, steps[t] + tf.cast(i, tf.int64),
+                    p_t, s_t, loss, pred = update(p_t, s_t, steps[t] + tf.cast(i, tf.int64),
                                                    x[row:row + n], y[row:row + n], lrs[t])
                     losses = losses.write(s, loss)
                     preds = preds.write(s, pred)
@@ -363,12 +384,38 @@ class Learner:
             row = tf.constant(0)
             for s in tf.range(n_steps):
                 n = sizes[s]
-                params, slots, loss, pred = step_fn(params, slots, step + tf.cast(s, tf.int64),
+                params, slots, loss, pred = update(params, slots, step + tf.cast(s, tf.int64),
                                                     x[row:row + n], y[row:row + n], lr)
                 losses = losses.write(s, loss)
                 preds = preds.write(s, pred)
                 row += n
             return params, slots, losses.stack(), preds.concat()
+
+        def padded_group(params, slots, steps, lrs, counts, n_tenants, x, y, mask):
+            # train_group with static shapes, for XLA: step s is x[s] [batch, width], its real
+            # rows marked by mask[s], padding rows zero (they add exact zeros to the gradient);
+            # the stacked tenants and steps are padded too, and only the first n_tenants run.
+            # Every step has one shape, so a tenant's arithmetic is the same in any group.
+            out_p, out_s = list(params), list(slots)
+            losses = tf.zeros(tf.shape(mask)[:1])
+            preds = tf.zeros(tf.shape(mask))
+            s = tf.constant(0)
+            t = tf.constant(0)
+            while t < n_tenants:  # (while, not range: XLA takes no range of a runtime length)
+                p_t = [p[t] for p in params]
+                s_t = [v[t] for v in slots]
+                i = tf.constant(0)
+                while i < counts[t]:
+                    p_t, s_t, loss, pred = update(p_t, s_t, steps[t] + tf.cast(i, tf.int64),
+                                                  x[s], y[s], lrs[t], mask[s])
+                    losses = tf.tensor_scatter_nd_update(losses, [[s]], [loss])
+                    preds = tf.tensor_scatter_nd_update(preds, [[s]], [pred])
+                    s += 1
+                    i += 1
+                out_p = [tf.tensor_scatter_nd_update(o, [[t]], [v]) for o, v in zip(out_p, p_t)]
+                out_s = [tf.tensor_scatter_nd_update(o, [[t]], [v]) for o, v in zip(out_s, s_t)]
+                t += 1
+            return out_p, out_s, losses, preds
 
         def predict(params, x):
             pred, _, h = forward(params, x)
@@ -384,14 +431,22 @@ class Learner:
         # execution is ~130 us). The graph, and so every result, is the same.
         stacked = [tf.TensorSpec([None, *p.shape], tf.float32) for p in shapes]
         stacked_slots = [tf.TensorSpec([None, *p.shape], tf.float32) for p in slot_shapes]
-        self._train_group = tf.function(train_group, input_signature=[
-            stacked, stacked_slots, tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
-        self._train_one = tf.function(train_one, input_signature=[
-            shapes, slot_shapes, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
-        self._predict = tf.function(predict, jit_compile=jit, input_signature=[shapes, x_spec]
+        if jit:  # one XLA program per (tenants, steps, batch) bucket, compiled on first use
+            self._padded_group = tf.function(padded_group, jit_compile=True, input_signature=[
+                stacked, stacked_slots, tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.int32), tf.TensorSpec([None, None, cfg.input_width]),
+                tf.TensorSpec([None, None]), tf.TensorSpec([None, None])]
+            ).get_concrete_function()
+        else:
+            self._train_group = tf.function(train_group, input_signature=[
+                stacked, stacked_slots, tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
+            self._train_one = tf.function(train_one, input_signature=[
+                shapes, slot_shapes, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([None], tf.int32), x_spec, y_spec]).get_concrete_function()
+        self._predict = tf.function(predict, jit_compile=jit_predict, input_signature=[shapes, x_spec]
                                     ).get_concrete_function()
         self._names = names
         self._slot_keys = [f"{sl}_{k}" for k in names for sl in SLOTS[optimizer]]
@@ -401,7 +456,62 @@ class Learner:
         """Test then train each job's micro-batches (the tenants' own params, slots, step count
         and rate) in one TensorFlow call; results in the jobs' order. Each job's result is the
         one it gets alone: the same ops on the same shapes, whichever jobs share the call."""
-        return tf_call(self._train_now, jobs)
+        return tf_call(self._train_padded if self.jit else self._train_now, jobs)
+
+    def _train_padded(self, jobs: list[TrainJob]) -> list[TrainResult]:
+        # Jobs whose micro-batches pad to one batch size run together; the step's shape is what
+        # makes a tenant's arithmetic, so a job never pads to another job's batch size.
+        by_batch: dict[int, list[int]] = {}
+        for i, j in enumerate(jobs):
+            by_batch.setdefault(_bucket(max(j.sizes)), []).append(i)
+        out: list[TrainResult | None] = [None] * len(jobs)
+        for batch, idx in by_batch.items():
+            for i, r in zip(idx, self._train_bucket([jobs[i] for i in idx], batch)):
+                out[i] = r
+        return out
+
+    def _train_bucket(self, jobs: list[TrainJob], batch: int) -> list[TrainResult]:
+        names, slot_keys, width = self._names, self._slot_keys, self.cfg.input_width
+        n_t = len(jobs)
+        tenants = _bucket(n_t)
+        counts = np.zeros(tenants, np.int32)
+        counts[:n_t] = [len(j.sizes) for j in jobs]
+        sizes = np.concatenate([np.asarray(j.sizes, np.int64) for j in jobs])
+        steps = _bucket(len(sizes))
+        step_of_row = np.repeat(np.arange(len(sizes)), sizes)
+        slot_of_row = np.arange(len(step_of_row)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        x = np.zeros((steps, batch, width), np.float32)
+        y = np.zeros((steps, batch), np.float32)
+        mask = np.zeros((steps, batch), np.float32)
+        x[step_of_row, slot_of_row] = np.concatenate([np.asarray(j.x, np.float32) for j in jobs])
+        y[step_of_row, slot_of_row] = np.concatenate([np.asarray(j.y, np.float32) for j in jobs])
+        mask[step_of_row, slot_of_row] = 1.0
+
+        def stacked(arrays: list[np.ndarray]) -> np.ndarray:
+            a = np.zeros((tenants, *arrays[0].shape), np.float32)
+            a[:n_t] = arrays
+            return a
+
+        step0 = np.zeros(tenants, np.int64)
+        step0[:n_t] = [j.step for j in jobs]
+        lrs = np.zeros(tenants, np.float32)
+        lrs[:n_t] = [j.learning_rate for j in jobs]
+        with self._tf.device(self.device):
+            p, s, losses, preds = self._padded_group(
+                [stacked([j.params[k] for j in jobs]) for k in names],
+                [stacked([j.slots[k] for j in jobs]) for k in slot_keys],
+                step0, lrs, counts, np.int32(n_t), x, y, mask)
+        p = [a.numpy() for a in p]
+        s = [a.numpy() for a in s]
+        losses, preds = losses.numpy(), preds.numpy()[step_of_row, slot_of_row]
+        out, step, row = [], 0, 0
+        for t, j in enumerate(jobs):
+            n_steps, rows = len(j.sizes), int(np.sum(j.sizes))
+            out.append(TrainResult({k: a[t].copy() for k, a in zip(names, p)},
+                                   {k: a[t].copy() for k, a in zip(slot_keys, s)},
+                                   losses[step:step + n_steps], preds[row:row + rows]))
+            step, row = step + n_steps, row + rows
+        return out
 
     def _train_now(self, jobs: list[TrainJob]) -> list[TrainResult]:
         names, slot_keys = self._names, self._slot_keys
@@ -448,6 +558,11 @@ class Learner:
         with self._tf.device(self.device):
             pred, emb = self._predict([params[k] for k in self._names], x)
         return pred.numpy(), emb.numpy()
+
+
+def _bucket(n: int) -> int:
+    """The padded size of n: the next power of two (XLA compiles one program per shape)."""
+    return 1 << max(0, int(n) - 1).bit_length()
 
 
 _learners: dict[ModelConfig, Learner] = {}
