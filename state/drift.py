@@ -165,30 +165,51 @@ class DriftWindow:
     def add(self, delta: ShadowDelta) -> int | None:
         """Add one comparison. Returns the boundary whose evaluation it belongs to (for the
         engine to set a timer at `boundary + evaluation_delay_ms`), or None if it is too old."""
+        boundaries = self.add_all((delta,))
+        return boundaries.pop() if boundaries else None
+
+    def add_all(self, deltas) -> set[int]:
+        """`add` for each delta in order; the boundaries they belong to. (One call per batch:
+        the sketch and its part are looked up once per run of deltas in one sub-window.)"""
+        self.changes.mark("m")
+        boundaries: set[int] = set()
+        width, idx, sketch = self._width, None, None
+        for delta in deltas:
+            if not self._counts(delta):
+                self._skip(delta)
+                continue
+            self.trainer_id = delta.trainer_id or self.trainer_id
+            i = delta.timestamp // width
+            if i != idx:
+                idx, sketch = i, self.sub.get(i)
+                if sketch is None:
+                    sketch = self.sub[i] = QuantileSketch(self.config.relative_accuracy)
+                    self.changes.mark(f"k/{i}", new=True)
+                else:
+                    self.changes.mark(f"k/{i}")
+                boundaries.add((i + 1) * width)
+            sketch.add(delta.drift_score)
+            self.counters["samples"] += 1
+            # by version, so the result does not depend on the order deltas arrive in
+            if delta.snapshot_id and (delta.model_version, delta.snapshot_id) > self.tags.get(
+                    i, (-1, "")):
+                self.changes.mark(f"s/{i}", new=i not in self.tags)
+                self.tags[i] = (delta.model_version, delta.snapshot_id)
+        return boundaries
+
+    def _counts(self, delta: ShadowDelta) -> bool:
+        """Whether a delta is sampled: a trained model's, in a sub-window still kept."""
+        return (delta.model_version >= self.config.min_model_version
+                and (delta.timestamp // self._width + 1) * self._width
+                > self.evaluated_until - self.config.history_ms)
+
+    def _skip(self, delta: ShadowDelta) -> None:
         self.changes.mark("m")
         self.trainer_id = delta.trainer_id or self.trainer_id
         if delta.model_version < self.config.min_model_version:
             self.counters["warmup"] += 1
-            return None
-        idx = delta.timestamp // self._width
-        boundary = (idx + 1) * self._width
-        if boundary <= self.evaluated_until - self.config.history_ms:
-            self.counters["too_old"] += 1
-            return None
-        sketch = self.sub.get(idx)
-        if sketch is None:
-            sketch = self.sub[idx] = QuantileSketch(self.config.relative_accuracy)
-            self.changes.mark(f"k/{idx}", new=True)
         else:
-            self.changes.mark(f"k/{idx}")
-        sketch.add(delta.drift_score)
-        self.counters["samples"] += 1
-        # by version, so the result does not depend on the order deltas arrive in
-        if delta.snapshot_id and (delta.model_version, delta.snapshot_id) > self.tags.get(
-                idx, (-1, "")):
-            self.changes.mark(f"s/{idx}", new=idx not in self.tags)
-            self.tags[idx] = (delta.model_version, delta.snapshot_id)
-        return boundary
+            self.counters["too_old"] += 1
 
     def next_boundary(self) -> int | None:
         """The earliest boundary not yet evaluated that has samples (engines with one timer

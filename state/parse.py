@@ -8,6 +8,12 @@ Limits: numbers must fit a float64 (a 401-digit integer is `not_finite`); JSON n
 MAX_DEPTH is `oversized`; timestamps must lie in [MIN_TIME_MS, MAX_TIME_MS] (1973-03-03 to
 2100-01-01 UTC), and a number below MIN_TIME_MS that reads as epoch *seconds* in that range is
 refused with a reason saying so (the contract is epoch milliseconds).
+
+Two paths, one result: a message as producers send it is decoded by msgspec against a typed
+schema (`_Common`: the types checked in C while it decodes, no Python call per feature), and
+anything that schema refuses takes the full path (orjson, then `json`), which names the reason.
+The text of a time and a tenant id already found valid are remembered (bounded). A hypothesis
+test holds the paths to the same record or reason (tests/core/test_parse_never_raises.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from state import reasons
@@ -42,12 +49,21 @@ class _Bad(Exception):
 def _tenant(value) -> str:
     if value is None:
         return DEFAULT_TENANT
+    if type(value) is str and value in _safe_tenants:
+        return value
     if not isinstance(value, str):
         raise _Bad(reasons.wrong_type(
             "tenant_id", f"must be a string or null, got {type(value).__name__}"))
     if not reasons.is_safe_tenant(value):
         raise _Bad(reasons.unsafe_tenant(value))
+    if type(value) is str:
+        if len(_safe_tenants) >= 100_000:
+            _safe_tenants.clear()
+        _safe_tenants.add(value)
     return value
+
+
+_safe_tenants: set[str] = set()  # tenant ids already found safe
 
 
 def _id(d: dict, name: str) -> str:
@@ -64,22 +80,42 @@ def _id(d: dict, name: str) -> str:
 def _time(d: dict, name: str) -> int:
     if name not in d:
         raise _Bad(reasons.missing(name))
-    v = d[name]
-    not_a_time = reasons.wrong_type(name, "must be an RFC 3339 string or epoch milliseconds")
+    return _time_value(d[name], name)
+
+
+def _time_value(v, name: str) -> int:
+    if type(v) is str:
+        ms = _known_times.get(v)  # a window's end is the next one's start, tenants share times
+        return _text_time(v, name) if ms is None else ms
     if isinstance(v, bool):
-        raise _Bad(not_a_time)
+        raise _Bad(reasons.wrong_type(name, _NOT_A_TIME))
     if isinstance(v, (int, float)):
         if isinstance(v, float) and not math.isfinite(v):
             raise _Bad(f"bad_timestamp: {name} is not finite")
         ms = int(v)
+        if MIN_TIME_MS <= ms <= MAX_TIME_MS:
+            return ms
         return _checked(ms, reasons.epoch_ms(name, ms, repr(v)[:32]))
     if isinstance(v, str):
-        try:
-            ms = rfc3339_to_ms(v)
-        except (ValueError, OverflowError) as e:
-            raise _Bad(f"bad_timestamp: {name}={v[:64]!r} ({str(e)[:120]})") from None
-        return _checked(ms, reasons.time_range(name, ms, repr(v[:64])))
-    raise _Bad(not_a_time)
+        return _text_time(v, name)
+    raise _Bad(reasons.wrong_type(name, _NOT_A_TIME))
+
+
+_NOT_A_TIME = "must be an RFC 3339 string or epoch milliseconds"
+_known_times: dict[str, int] = {}  # text -> epoch ms, of times read and within the range
+
+
+def _text_time(v: str, name: str) -> int:
+    try:
+        ms = rfc3339_to_ms(v)
+    except (ValueError, OverflowError) as e:
+        raise _Bad(f"bad_timestamp: {name}={v[:64]!r} ({str(e)[:120]})") from None
+    _checked(ms, reasons.time_range(name, ms, repr(v[:64])))
+    if type(v) is str:  # (not a str subclass: its equality could differ)
+        if len(_known_times) >= 100_000:
+            _known_times.clear()
+        _known_times[v] = ms
+    return ms
 
 
 def _checked(ms: int, reason: str | None) -> int:
@@ -160,6 +196,9 @@ def _parse(raw, max_features: int) -> Parsed:
     depth = _nesting_depth(raw)
     if depth > MAX_DEPTH:
         return Parsed(None, f"oversized: JSON nested deeper than {MAX_DEPTH}")
+    record = _typed(raw, max_features)
+    if record is not None:
+        return Parsed(record)
     try:
         obj = _decode(raw)
     except _Bad as e:
@@ -172,6 +211,56 @@ def _parse(raw, max_features: int) -> Parsed:
         return Parsed(_parse_obj(obj, max_features))
     except _Bad as e:
         return Parsed(None, str(e))
+
+
+class _Common(msgspec.Struct):
+    """A message as nearly every producer sends it, typed so that msgspec checks it while it
+    decodes (in C, with no Python call per feature). It refuses what does not fit (a JSON
+    boolean label, a time as a float, a number outside float64, a lone surrogate, any JSON `json`
+    would not read), and whatever it refuses takes the full path, which names the reason."""
+    window_id: str
+    tenant_id: str | None = None
+    window_start: str | int | msgspec.UnsetType = msgspec.UNSET
+    window_end: str | int | msgspec.UnsetType = msgspec.UNSET
+    features: dict[str, float] | msgspec.UnsetType = msgspec.UNSET
+    label: float | None = None
+    observed_at: str | int | msgspec.UnsetType = msgspec.UNSET
+
+
+_COMMON = msgspec.json.Decoder(_Common)
+_UNSET = msgspec.UNSET
+
+
+def _typed(raw, max_features: int) -> FeatureWindow | Feedback | None:
+    """The record of a common message, exactly as the full path reads it; None for anything
+    else (the full path then decides, with its reason)."""
+    try:
+        m = _COMMON.decode(raw)
+    except Exception:  # msgspec's errors, and UnicodeEncodeError for a str with lone surrogates
+        return None
+    try:
+        return _typed_record(m, max_features)
+    except _Bad:
+        return None
+
+
+def _typed_record(m: _Common, max_features: int) -> FeatureWindow | Feedback | None:
+    tenant = DEFAULT_TENANT if m.tenant_id is None else _tenant(m.tenant_id)
+    if not m.window_id or len(m.window_id) > MAX_ID_LENGTH:
+        return None
+    if m.features is _UNSET:
+        if m.observed_at is _UNSET or m.label is None:
+            return None
+        return Feedback(window_id=m.window_id, tenant_id=tenant, label=m.label,
+                        observed_at=_time_value(m.observed_at, "observed_at"))
+    if m.window_start is _UNSET or m.window_end is _UNSET or len(m.features) > max_features:
+        return None
+    start = _time_value(m.window_start, "window_start")
+    end = _time_value(m.window_end, "window_end")
+    if end < start:
+        return None
+    return FeatureWindow.built(window_id=m.window_id, tenant_id=tenant, window_start=start,
+                               window_end=end, features=m.features, label=m.label)
 
 
 _OPEN = {ord("["), ord("{")}

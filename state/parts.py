@@ -29,6 +29,9 @@ class Changes:
 
     def mark(self, key: str, new: bool = False) -> None:
         """`key` has a new value. `new`: it was not in the engine's state before."""
+        put = self._put
+        if not new and put is not None and key in put:
+            return  # (marked since the last drain: nothing to change; never in `gone` then)
         gone = self._gone
         if new and not (gone and key in gone):
             if self._new is None:

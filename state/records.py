@@ -86,6 +86,16 @@ class Record:
         return json.dumps(self.to_dict(), sort_keys=False, separators=(",", ":"), allow_nan=False)
 
     @classmethod
+    def built(cls, **fields):
+        """The record of `fields` (every field, by name), made without a frozen dataclass's
+        __init__, which sets each field through object.__setattr__ (measured: a ShadowDelta
+        2.1 us vs 0.45 us). For the hot path: a window per message, a delta per trained window.
+        The same object: equal, hashing alike, and still frozen."""
+        rec = object.__new__(cls)
+        rec.__dict__.update(fields)
+        return rec
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}

@@ -134,21 +134,22 @@ class ReplayBuffer:
                                        self.frontier - t, w.to_dict()))
             return out
         self._remember(w.window_id, t)
-        if self.released_until is not None and _order_key(w) < self.released_until:
+        key = _order_key(w)
+        if self.released_until is not None and key < self.released_until:
             self.counters["reordered"] += 1
             self.counters["released"] += 1
             out.released.append(w)
         else:
-            heapq.heappush(self._held, (_order_key(w), w))
+            heapq.heappush(self._held, (key, w))
             self._held_ids[w.window_id] = w
             self.changes.mark("h/" + w.window_id, new=True)
         if t > self.frontier:
             self.frontier = t
             self._forget_before(t - self.config.late_window_tolerance_ms)
-        out.extend(self._release_until(self.frontier - self.config.release_delay_ms))
+        self._release_until(self.frontier - self.config.release_delay_ms, out)
         while len(self._held) > self.config.max_buffer_size:
             self.counters["forced"] += 1
-            out.extend(self._release_one())
+            self._release_one(out)
         return out
 
     @classmethod
@@ -164,7 +165,7 @@ class ReplayBuffer:
         """Release everything held (end of a bounded input; a quiet tenant)."""
         out = ReplayOutput()
         while self._held:
-            out.extend(self._release_one())
+            self._release_one(out)
         return out
 
     # -- queries ---------------------------------------------------------------------------
@@ -192,14 +193,11 @@ class ReplayBuffer:
                 del self._seen[wid]
                 self.changes.drop("s/" + wid)
 
-    def _release_until(self, limit: int) -> ReplayOutput:
-        out = ReplayOutput()
+    def _release_until(self, limit: int, out: ReplayOutput) -> None:
         while self._held and self._held[0][0][0] <= limit:
-            out.extend(self._release_one())
-        return out
+            self._release_one(out)
 
-    def _release_one(self) -> ReplayOutput:
-        out = ReplayOutput()
+    def _release_one(self, out: ReplayOutput) -> None:
         key, w = heapq.heappop(self._held)
         del self._held_ids[w.window_id]
         self.changes.drop("h/" + w.window_id)
@@ -214,7 +212,6 @@ class ReplayBuffer:
         self.released_until = key
         self.counters["released"] += 1
         out.released.append(w)
-        return out
 
     # -- engine state ----------------------------------------------------------------------
     # Parts (state/parts.py): "m" the scalars, "h/<window_id>" a held window, "s/<window_id>"

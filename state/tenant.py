@@ -231,10 +231,7 @@ class TenantPipeline:
         out.refused += t.refused
         if not t.deltas and not t.snapshots:
             return
-        for d in t.deltas:
-            b = self.drift.add(d)
-            if b is not None:
-                self._pending.add(b)
+        self._pending |= self.drift.add_all(t.deltas)
         out.deltas += t.deltas
         out.snapshots += t.snapshots
         if t.snapshots and self.after_snapshot:

@@ -462,7 +462,7 @@ class TrainerState:
         self._score(preds, truth)
         scores = drift_scores(preds, truth, kind, self.config.drift_scale).tolist()
         for w, p, score in zip(windows, preds.tolist(), scores):
-            out.deltas.append(ShadowDelta(
+            out.deltas.append(ShadowDelta.built(
                 tenant_id=self.tenant_id, trainer_id=self.trainer_id, prediction_id=w.window_id,
                 shadow_prediction=p, ground_truth=w.label, drift_score=score,
                 timestamp=w.event_time, model_version=self.version,

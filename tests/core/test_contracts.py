@@ -113,3 +113,23 @@ def test_arrow_schemas_hold_the_records():
         assert table.num_rows == 1
         assert table.schema.field(table.schema.names[0]).name in ("window_id", "event")
     assert arrow_schema(FeatureWindow).field("window_end").type == pa.timestamp("ms", tz="UTC")
+
+
+def test_a_built_record_is_the_constructed_one():
+    """`Record.built` (the hot path's constructor) makes the object the dataclass makes: equal,
+    hashing alike, frozen, with every field, for the records built that way."""
+    import dataclasses
+
+    fw = dict(window_id="w", tenant_id="acme", window_start=1, window_end=2,
+              features={"f": 1.0}, label=None)
+    sd = dict(tenant_id="acme", trainer_id="t", prediction_id="w", shadow_prediction=0.5,
+              ground_truth=1.0, drift_score=0.25, timestamp=2, model_version=3,
+              snapshot_id="s")
+    for cls, fields in ((FeatureWindow, fw), (ShadowDelta, sd)):
+        assert set(fields) == {f.name for f in dataclasses.fields(cls)}
+        built, made = cls.built(**fields), cls(**fields)
+        assert built == made and repr(built) == repr(made) and built.to_json() == made.to_json()
+        if cls is ShadowDelta:
+            assert hash(built) == hash(made)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.tenant_id = "other"

@@ -2,12 +2,13 @@
 the inputs that once killed the job become dead letters with the right reason class."""
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from state.parse import (MAX_DEPTH, dead_letter, last_resort_dead_letter, parse_message,
-                         reason_class)
+from state.parse import (MAX_DEPTH, MAX_TIME_MS, MIN_TIME_MS, dead_letter,
+                         last_resort_dead_letter, parse_message, reason_class)
 from state.records import DeadLetter
 
 CLASSES = {"bad_json", "missing_field", "bad_timestamp", "not_finite", "wrong_type",
@@ -125,7 +126,8 @@ def test_lone_surrogates_survive_into_a_writable_dead_letter():
 
 
 def _parsed_by_json_only(raw, monkeypatch):
-    """What the parser gives with its C decoder (orjson) switched off: the `json` path."""
+    """What the parser gives with its C decoders (msgspec's typed decode, orjson) switched off
+    and nothing remembered: the `json` path."""
     import orjson
 
     def refuse(_):
@@ -133,11 +135,34 @@ def _parsed_by_json_only(raw, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr("state.parse.orjson.loads", refuse)
+        m.setattr("state.parse._typed", lambda raw, max_features: None)
+        m.setattr("state.parse._known_times", {})
+        m.setattr("state.parse._safe_tenants", set())
         return parse_message(raw)
 
 
+def _rfc3339(ms: int, offset_minutes: int) -> str:
+    tz = timezone(timedelta(minutes=offset_minutes))
+    text = datetime.fromtimestamp(ms / 1000, tz).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+valid_times = (st.integers(MIN_TIME_MS, MAX_TIME_MS)
+               | st.builds(_rfc3339, st.integers(MIN_TIME_MS, MAX_TIME_MS),
+                           st.sampled_from([0, 0, 60, -330])))
+numbers = (st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=False, allow_infinity=False)
+           | st.booleans() | st.sampled_from([0, 1, 0.5, -0.0]))
+# Messages a producer could send, nearly all well formed: the typed decoder's ground.
+common_messages = st.fixed_dictionaries(
+    {"window_id": st.text(max_size=4)},
+    optional={"tenant_id": st.sampled_from(["acme", "globex", None, "", "a/b", "..", 7]),
+              "window_start": valid_times, "window_end": valid_times,
+              "features": st.dictionaries(st.text(max_size=3), numbers, max_size=4),
+              "label": numbers | st.none(), "observed_at": valid_times}).map(json.dumps)
+
 fast_path_inputs = (
-    st.builds(json.dumps, json_values)
+    common_messages | common_messages.map(str.encode)
+    | st.builds(json.dumps, json_values)
     | st.builds(lambda changes: json.dumps({**GOOD, **changes}),
                 st.dictionaries(st.sampled_from(sorted(GOOD) + ["observed_at"]),
                                 field_values | st.integers(min_value=-(1 << 70),
@@ -150,10 +175,27 @@ fast_path_inputs = (
     | st.text(max_size=200) | st.binary(max_size=200))
 
 
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow,
-                                                   HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow,
+                                                    HealthCheck.function_scoped_fixture])
 @given(fast_path_inputs)
-def test_the_c_decoder_changes_no_result_and_no_reason(monkeypatch, raw):
-    """orjson is only a faster way to the result `json` gives: the same record, or the same
-    reason word for word (integers past 64 bits, NaN, other encodings, lone surrogates)."""
+def test_the_c_decoders_change_no_result_and_no_reason(monkeypatch, raw):
+    """msgspec and orjson are only faster ways to the result `json` gives: the same record, or
+    the same reason word for word (integers past 64 bits, NaN, other encodings, lone
+    surrogates), with the times and tenants the parser remembers or not."""
     assert parse_message(raw) == _parsed_by_json_only(raw, monkeypatch)
+
+
+def test_common_messages_take_the_typed_path():
+    """The windows and feedback producers send are decoded by msgspec's typed decoder, whatever
+    the time form (RFC 3339, epoch ms) or a missing tenant and label; the rest are not."""
+    from state.parse import _typed
+
+    feedback = {"window_id": "w-1", "tenant_id": "acme", "label": 0,
+                "observed_at": "2026-11-22T10:00:02.5+01:00"}
+    for d in (GOOD, {**GOOD, "window_start": 1795000000000, "window_end": 1795000000001},
+              {k: v for k, v in GOOD.items() if k not in ("tenant_id", "label")}, feedback):
+        assert _typed(json.dumps(d), 256) == parse_message(json.dumps(d)).record, d
+    for d in ({**GOOD, "label": True}, {**GOOD, "window_end": 1.5e12},
+              {**GOOD, "features": {"f": "1"}}, {**feedback, "label": None},
+              {**GOOD, "tenant_id": "a/b"}):
+        assert _typed(json.dumps(d), 256) is None, d
