@@ -37,6 +37,7 @@ Shapes, in `param_names` order:
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -575,5 +576,16 @@ def learner_for(cfg: ModelConfig) -> Learner:
     with _lock:
         lr = _learners.get(cfg)
         if lr is None:
-            lr = _learners[cfg] = tf_call(Learner, cfg)
+            lr = _learners[cfg] = tf_call(_traced_learner, cfg)
         return lr
+
+
+def _traced_learner(cfg: ModelConfig) -> Learner:
+    """A Learner, built on the TensorFlow thread with the garbage its tracing leaves collected
+    there too. Tracing leaves reference cycles that hold TensorFlow graphs; left to Python's
+    collector, they are freed on whichever thread allocates next, and on an engine's thread
+    (PEMJA's in a Flink TaskManager) a graph's destructor waits forever for pybind11's GIL
+    handling (seen: a job hung in `StackTraceWrapper::~StackTraceWrapper`, py-spy --native)."""
+    learner = Learner(cfg)
+    gc.collect()
+    return learner

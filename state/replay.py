@@ -114,6 +114,11 @@ class ReplayBuffer:
 
     def add(self, w: FeatureWindow) -> ReplayOutput:
         out = ReplayOutput()
+        self.add_to(out, w)
+        return out
+
+    def add_to(self, out: ReplayOutput, w: FeatureWindow) -> None:
+        """`add`, its output appended to `out` (one output for a batch of arrivals)."""
         self.changes.mark("m")
         t = w.event_time
         ahead = t - self.frontier
@@ -122,17 +127,17 @@ class ReplayBuffer:
             out.refused.append((w, f"bad_timestamp: future: window_end is {ahead} ms past the "
                                    f"tenant's frontier (replay.max_future_ms = "
                                    f"{self.config.max_future_ms})"))
-            return out
+            return
         self.counters["received"] += 1
         if w.window_id in self._seen:
             self.counters["duplicates"] += 1
             out.duplicates.append(Duplicate(self.tenant_id, w.window_id, w.window_end))
-            return out
+            return
         if self.frontier != NO_TIME and t < self.frontier - self.config.late_window_tolerance_ms:
             self.counters["late"] += 1
             out.late.append(LateWindow(self.tenant_id, w.window_id, w.window_end, self.frontier,
                                        self.frontier - t, w.to_dict()))
-            return out
+            return
         self._remember(w.window_id, t)
         key = _order_key(w)
         if self.released_until is not None and key < self.released_until:
@@ -150,7 +155,6 @@ class ReplayBuffer:
         while len(self._held) > self.config.max_buffer_size:
             self.counters["forced"] += 1
             self._release_one(out)
-        return out
 
     @classmethod
     def new(cls, tenant_id: str, config: ReplayConfig = ReplayConfig()) -> "ReplayBuffer":

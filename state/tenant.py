@@ -135,9 +135,10 @@ class TenantPipeline:
             if isinstance(rec, Feedback):
                 self._train(out, rec)
                 continue
-            replay = self.replay.add(rec)
-            out.replay.extend(replay)
-            for r in replay.released:
+            released = out.replay.released
+            n = len(released)
+            self.replay.add_to(out.replay, rec)
+            for r in released[n:]:
                 self._train(out, r)
         return self._counted(out, before)
 
