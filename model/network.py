@@ -72,14 +72,22 @@ def _on_tf_thread(fn, args):
 
 def _keep_xla_programs() -> None:
     """XLA's compiled training programs are kept on disk (TensorFlow's persistent compilation
-    cache, keyed by the program's fingerprint) in UPM_XLA_CACHE, default ~/.cache/upm-stream/xla:
-    a new process (a TaskManager, a test) loads them instead of compiling each again (~0.3 s
-    a program). Set before TensorFlow reads its flags; a TF_XLA_FLAGS that names a cache wins."""
+    cache, keyed by the program's fingerprint) in UPM_XLA_CACHE, default
+    ~/.cache/upm-stream/xla/<TensorFlow version> (the two runtimes pin different versions): a
+    new process (a TaskManager, a test) loads them instead of compiling each again (~0.3 s a
+    program). Set before TensorFlow reads its flags; a TF_XLA_FLAGS that names a cache wins."""
+    from importlib.metadata import PackageNotFoundError, version
+
     flags = os.environ.get("TF_XLA_FLAGS", "")
     if "persistent_cache_directory" in flags:
         return
-    path = os.environ.get("UPM_XLA_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "upm-stream", "xla")
+    path = os.environ.get("UPM_XLA_CACHE")
+    if not path:
+        try:
+            tf_version = version("tensorflow")
+        except PackageNotFoundError:  # another build of TensorFlow: no cache, not a shared one
+            return
+        path = os.path.join(os.path.expanduser("~"), ".cache", "upm-stream", "xla", tf_version)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:  # no writable home: compile in every process, as without a cache
