@@ -90,9 +90,29 @@ def _keep_xla_programs() -> None:
         path = os.path.join(os.path.expanduser("~"), ".cache", "upm-stream", "xla", tf_version)
     try:
         os.makedirs(path, exist_ok=True)
+        _prune(path, XLA_CACHE_FILES)
     except OSError:  # no writable home: compile in every process, as without a cache
         return
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={path}".strip()
+
+
+XLA_CACHE_FILES = 1000  # programs kept (~0.3 MB each); a changed model makes new ones
+
+
+def _prune(path: str, keep: int) -> None:
+    """The newest `keep` files of `path` stay; the rest are removed (another process may be
+    pruning or reading too: a file already gone is fine, and a program removed is compiled again)."""
+    entries = []
+    for e in os.scandir(path):
+        try:
+            entries.append((e.stat().st_mtime, e.path))
+        except OSError:
+            continue
+    for _, p in sorted(entries, reverse=True)[keep:]:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
 
 
 def _limit_threads() -> None:

@@ -30,3 +30,16 @@ def test_no_tensorflow_garbage_is_left_for_another_thread():
         gc.set_debug(0)
         gc.garbage.clear()
     assert not {k for k in left if k.startswith("tensorflow")}, sorted(left)[:10]
+
+
+def test_the_xla_program_cache_keeps_the_newest_programs(tmp_path):
+    import os
+
+    from model.network import _prune
+
+    for i in range(5):
+        f = tmp_path / f"program-{i}.pb"
+        f.write_bytes(b"x")
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    _prune(str(tmp_path), 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["program-3.pb", "program-4.pb"]
