@@ -34,10 +34,12 @@ def same(a, b) -> bool:
             and np.array_equal(a.predictions, b.predictions))
 
 
+@pytest.mark.parametrize("jit", ["off", "on"])  # the loop op by op, and compiled by XLA
 @pytest.mark.parametrize("head,optimizer", [("linear", "ftrl"), ("logistic", "adam"),
                                             ("mlp", "adagrad"), ("mlp_logistic", "ftrl")])
-def test_a_job_trains_the_same_whichever_jobs_share_its_call(head, optimizer):
-    cfg = ModelConfig(input_width=WIDTH, head=head, optimizer=optimizer, hidden_units=8)
+def test_a_job_trains_the_same_whichever_jobs_share_its_call(head, optimizer, jit):
+    cfg = ModelConfig(input_width=WIDTH, head=head, optimizer=optimizer, hidden_units=8,
+                      jit=jit)
     learner = learner_for(cfg)
     rng = np.random.default_rng(3)
     target = job(cfg, rng, [4, 4, 4, 3, 1])
@@ -59,10 +61,11 @@ def per_tenant(run, tenant):
             t.trainer.scores(), run.counts(tenant))
 
 
-@pytest.mark.parametrize("steps_per_call", [64, 2])
-def test_tenants_trained_together_equal_each_trained_alone(steps_per_call):
+@pytest.mark.parametrize("steps_per_call,jit", [(64, "off"), (2, "off"), (64, "on")])
+def test_tenants_trained_together_equal_each_trained_alone(steps_per_call, jit):
     lines, expected = generate(ScenarioSpec(tenants=5, windows_per_tenant=400, seed=11))
-    cfg = demo_config().with_override(f"trainer.steps_per_call={steps_per_call}")
+    cfg = demo_config().with_overrides([f"trainer.steps_per_call={steps_per_call}",
+                                        f"model.jit={jit}"])
     together = run_local(lines, cfg, keep_deltas=True)
     assert together.group.trained_ahead > len(expected.tenants)  # it did train tenants ahead
     for tenant in expected.tenants:
