@@ -9,7 +9,7 @@ class DeviceError(RuntimeError):
 
 def resolve_device(choice: str) -> str:
     """Return a TensorFlow device string for `choice`, or raise DeviceError with the reason.
-    Call it on the TensorFlow thread (model.network.tf_call)."""
+    Call it on the TensorFlow thread (model.tf_thread.tf_call)."""
     import tensorflow as tf
 
     if choice not in ("auto", "cpu", "gpu"):

@@ -35,7 +35,7 @@ def test_no_tensorflow_garbage_is_left_for_another_thread():
 def test_the_xla_program_cache_keeps_the_newest_programs(tmp_path):
     import os
 
-    from model.network import _prune
+    from model.tf_thread import _prune
 
     for i in range(5):
         f = tmp_path / f"program-{i}.pb"

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from model.device import DeviceError, resolve_device
-from model.network import ModelConfig, learner_for, tf_call
+from model.network import ModelConfig, learner_for
+from model.tf_thread import tf_call
 from state.records import FeatureWindow, Feedback
 from state.trainer import TrainerConfig, TrainerState
 
