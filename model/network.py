@@ -418,10 +418,13 @@ class Learner:
 
     def _train_bucket(self, jobs: list[TrainJob], batch: int) -> list[TrainResult]:
         names, slot_keys, width = self._names, self._slot_keys, self.cfg.input_width
-        n_t = len(jobs)
-        tenants = _bucket(n_t)
-        counts = np.zeros(tenants, np.int32)
-        counts[:n_t] = [len(j.sizes) for j in jobs]
+        n_t, tenants = len(jobs), _bucket(len(jobs))
+
+        def padded(values: list, dtype) -> np.ndarray:  # one row per job, then zero rows
+            a = np.zeros((tenants, *np.shape(values[0])), dtype)
+            a[:n_t] = values
+            return a
+
         sizes = np.concatenate([np.asarray(j.sizes, np.int64) for j in jobs])
         steps = _bucket(len(sizes))
         step_of_row = np.repeat(np.arange(len(sizes)), sizes)
@@ -432,32 +435,15 @@ class Learner:
         x[step_of_row, slot_of_row] = np.concatenate([np.asarray(j.x, np.float32) for j in jobs])
         y[step_of_row, slot_of_row] = np.concatenate([np.asarray(j.y, np.float32) for j in jobs])
         mask[step_of_row, slot_of_row] = 1.0
-
-        def stacked(arrays: list[np.ndarray]) -> np.ndarray:
-            a = np.zeros((tenants, *arrays[0].shape), np.float32)
-            a[:n_t] = arrays
-            return a
-
-        step0 = np.zeros(tenants, np.int64)
-        step0[:n_t] = [j.step for j in jobs]
-        lrs = np.zeros(tenants, np.float32)
-        lrs[:n_t] = [j.learning_rate for j in jobs]
         with self._tf.device(self.device):
             p, s, losses, preds = self._padded_group(
-                [stacked([j.params[k] for j in jobs]) for k in names],
-                [stacked([j.slots[k] for j in jobs]) for k in slot_keys],
-                step0, lrs, counts, np.int32(n_t), x, y, mask)
-        p = [a.numpy() for a in p]
-        s = [a.numpy() for a in s]
-        losses, preds = losses.numpy(), preds.numpy()[step_of_row, slot_of_row]
-        out, step, row = [], 0, 0
-        for t, j in enumerate(jobs):
-            n_steps, rows = len(j.sizes), int(np.sum(j.sizes))
-            out.append(TrainResult({k: a[t].copy() for k, a in zip(names, p)},
-                                   {k: a[t].copy() for k, a in zip(slot_keys, s)},
-                                   losses[step:step + n_steps], preds[row:row + rows]))
-            step, row = step + n_steps, row + rows
-        return out
+                [padded([j.params[k] for j in jobs], np.float32) for k in names],
+                [padded([j.slots[k] for j in jobs], np.float32) for k in slot_keys],
+                padded([j.step for j in jobs], np.int64),
+                padded([j.learning_rate for j in jobs], np.float32),
+                padded([len(j.sizes) for j in jobs], np.int32), np.int32(n_t), x, y, mask)
+        return self._results(jobs, p, s, losses.numpy(),
+                             preds.numpy()[step_of_row, slot_of_row])
 
     def _train_now(self, jobs: list[TrainJob]) -> list[TrainResult]:
         names, slot_keys = self._names, self._slot_keys
@@ -473,15 +459,20 @@ class Learner:
                 np.concatenate([np.asarray(j.sizes, np.int32) for j in jobs]),
                 np.concatenate([np.asarray(j.x, np.float32) for j in jobs]),
                 np.concatenate([np.asarray(j.y, np.float32) for j in jobs]))
+        return self._results(jobs, p, s, losses.numpy(), preds.numpy())
+
+    def _results(self, jobs: list[TrainJob], p, s, losses: np.ndarray,
+                 preds: np.ndarray) -> list[TrainResult]:
+        """Each job's TrainResult from a group call's stacked params and slots (row t: job t)
+        and its losses and predictions, concatenated in job order."""
         p = [a.numpy() for a in p]
         s = [a.numpy() for a in s]
-        losses, preds = losses.numpy(), preds.numpy()
         out, step, row = [], 0, 0
         for t, j in enumerate(jobs):
             steps, rows = len(j.sizes), int(np.sum(j.sizes))
             # (copies: a view would keep every tenant's stacked arrays alive)
-            out.append(TrainResult({k: a[t].copy() for k, a in zip(names, p)},
-                                   {k: a[t].copy() for k, a in zip(slot_keys, s)},
+            out.append(TrainResult({k: a[t].copy() for k, a in zip(self._names, p)},
+                                   {k: a[t].copy() for k, a in zip(self._slot_keys, s)},
                                    losses[step:step + steps], preds[row:row + rows]))
             step, row = step + steps, row + rows
         return out
