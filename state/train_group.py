@@ -23,9 +23,13 @@ from model.network import TrainJob, TrainResult, learner_for
 
 MAX_ROWS = 4096  # rows of other tenants in one call (hashed inputs: 16 MiB at width 1,024)
 MAX_BYTES = 16 << 20  # their parameters and optimizer slots (an MLP's are ~400 KB a tenant)
-# Results held for turns still to come: an engine whose turns come in another order than the
-# tenants waited (Flink's heap timers of one timestamp) would otherwise hold one for every
-# tenant (measured: +4.4 GB at 100,000 tenants). Past this, a turn trains without companions.
+# Results held for turns still to come. An engine's turns may come in another order than the
+# tenants waited (Flink fires the timers of one timestamp in its queue's order, not theirs), so
+# at the end of an input every tenant may hold one (unpacked: +4.4 GB at 100,000 tenants). The
+# first PLAIN_HELD_BYTES of results are held as they are; past that they are held packed
+# (state/packed.py: a linear tenant's ~37 KB in ~2 KB, ~60 us to pack and unpack). Past
+# MAX_HELD_BYTES, a turn trains without companions.
+PLAIN_HELD_BYTES = 64 << 20
 MAX_HELD_BYTES = 256 << 20
 
 
@@ -37,7 +41,9 @@ class TrainGroup:
         self.calls = 0  # TensorFlow training calls
         self.trained_ahead = 0  # tenants' batches trained in another tenant's call
         self._taken = (0, 0)
-        self._holding: weakref.WeakSet = weakref.WeakSet()  # trainers holding a result
+        # trainers holding a result -> the bytes it holds
+        self._holding: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._packed_size = 0  # the largest packed result seen (an estimate of the next)
 
     def take_counts(self) -> dict[str, int]:
         """`train_calls` and `trained_ahead` since the last take (an engine's counters)."""
@@ -47,7 +53,7 @@ class TrainGroup:
 
     def done(self, trainer) -> None:
         """`trainer` took (or dropped) the result it held."""
-        self._holding.discard(trainer)
+        self._holding.pop(trainer, None)
 
     def waiting(self, trainer) -> None:
         """`trainer` has ready batches (oldest waiting first)."""
@@ -61,8 +67,8 @@ class TrainGroup:
         jobs, aheads, taken = [job], [], []
         rows = scanned = 0
         size = max(_bytes(job), 1)
-        # (a held result: new params and slots, and input statistics about twice their size)
-        budget = min(self.max_bytes // size, MAX_HELD_BYTES // (3 * size) - len(self._holding))
+        held = sum(self._holding.values())
+        budget = min(self.max_bytes // size, self._room(held, 3 * size))
         for key, other in self._waiting.items():  # oldest first; only as far as it needs
             if rows >= self.max_rows or len(aheads) >= budget or scanned >= 4 * budget:
                 break
@@ -79,13 +85,23 @@ class TrainGroup:
             self._waiting.pop(key, None)
         results = learner.train(jobs)
         for (other, ahead), result in zip(aheads, results[1:]):
-            ahead.result = result
-            self._holding.add(other)
-            # (only the result is kept until the turn)
-            ahead.job.x = ahead.job.y = ahead.job.params = ahead.job.slots = None
+            # (a result held plain: new params and slots, and input statistics about twice
+            # their size)
+            nbytes = ahead.hold(result, packed=held + 3 * size > PLAIN_HELD_BYTES)
+            if ahead.packed is not None:
+                self._packed_size = max(self._packed_size, nbytes)
+            self._holding[other] = nbytes
+            held += nbytes
         self.calls += 1
         self.trained_ahead += len(aheads)
         return results[0]
+
+    def _room(self, held: int, plain: int) -> int:
+        """How many more results fit in what may be held, `held` bytes held now, `plain` the
+        bytes of one held plain."""
+        room = max(0, PLAIN_HELD_BYTES - held) // plain
+        packed = self._packed_size or plain // 8  # (until one was packed: a guess)
+        return room + max(0, MAX_HELD_BYTES - max(held, PLAIN_HELD_BYTES)) // packed
 
 
 def _bytes(job: TrainJob) -> int:

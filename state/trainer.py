@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import zstandard
 
 from model.hashing import FeatureHasher
 from model import standardize
@@ -48,6 +47,7 @@ from model.network import (ModelConfig, TrainJob, TrainResult, init_params, init
 from model.snapshot import Snapshot, decode, encode, snapshot_id_for
 from state.challenge import Judge, challenge_record
 from state.drift import drift_scores
+from state.packed import Packed, pack, unpack
 from state.parts import Changes
 from state.prequential import Prequential
 from state.records import FeatureWindow, Feedback, ShadowDelta
@@ -97,6 +97,29 @@ class Ahead:
     back: np.ndarray | None
     norm: dict | None
     result: TrainResult | None = None
+    packed: Packed | None = None  # the result's params and slots and `norm`, while packed
+    packed_norm: bool = False  # whether `packed` holds a `norm`
+
+    def hold(self, result: TrainResult, packed: bool) -> int:
+        """Keep `result` (packed: its arrays compressed) until the turn; returns the bytes
+        held. Only the result is kept: the job's inputs and arrays are let go."""
+        self.result = result
+        self.job.x = self.job.y = self.job.params = self.job.slots = None
+        if not packed:
+            return 3 * sum(a.nbytes for d in (result.params, result.slots) for a in d.values())
+        self.packed = pack({"p": result.params, "s": result.slots, "n": self.norm or {}})
+        self.packed_norm = self.norm is not None
+        result.params = result.slots = self.norm = None
+        return self.packed.nbytes
+
+    def taken(self) -> tuple[TrainResult, dict | None]:
+        """The result and the input statistics after it, unpacked."""
+        if self.packed is not None:
+            groups = unpack(self.packed, ("p", "s", "n"))
+            self.result.params, self.result.slots = groups["p"], groups["s"]
+            self.norm = groups["n"] if self.packed_norm else None
+            self.packed = None
+        return self.result, self.norm
 
     def fits(self, ts: "TrainerState", batches: list) -> bool:
         """Whether these are the first of `batches` and `ts` has not moved since."""
@@ -161,10 +184,11 @@ class TrainerState:
         self.trainer_id = trainer_id or f"{tenant_id}-trainer"
         self.model = model
         self.config = config
-        self._parked: tuple | None = None  # (layout, has norm, compressed arrays) while parked
-        self._params = init_params(model)
-        self._slots = init_slots(model, self._params, config.learning_rate)
-        self._norm = standardize.init_stats(model.input_width) if model.standardize else None
+        self._parked: tuple[Packed, bool] | None = None  # (arrays, has norm) while parked
+        params, slots, norm = _fresh_arrays(model, config.learning_rate)
+        self._params = {k: a.copy() for k, a in params.items()}
+        self._slots = {k: a.copy() for k, a in slots.items()}
+        self._norm = None if norm is None else {k: a.copy() for k, a in norm.items()}
         self.step = 0
         self.version = 0
         self.last_snapshot_id: str | None = None
@@ -204,31 +228,18 @@ class TrainerState:
     # -- memory ----------------------------------------------------------------------------
 
     def park(self) -> None:
-        """Hold the weights, optimizer slots and input statistics compressed: hashed inputs
-        leave them almost all zero (a linear tenant's ~38 KB in ~1 KB). An engine that keeps
-        many tenants in memory parks those it is not working on; the first use of an array
-        unparks them all again."""
+        """Hold the weights, optimizer slots and input statistics compressed (state/packed.py:
+        a linear tenant's ~38 KB in ~1 KB). An engine that keeps many tenants in memory parks
+        those it is not working on; the first use of an array unparks them all again."""
         if self._parked is None:
-            groups = (("p", self._params), ("s", self._slots), ("n", self._norm or {}))
-            arrays = [(g, k, np.ascontiguousarray(a)) for g, d in groups for k, a in d.items()]
-            layout = tuple((g, k, a.dtype.str, a.shape) for g, k, a in arrays)
-            layout = _LAYOUTS.setdefault(layout, layout)  # shared by every tenant of a model
-            blob = zstandard.compress(b"".join(a.tobytes() for _, _, a in arrays), 1)
-            # (copied: the compressor's bytes keep the allocation of its ~40 KB upper bound)
-            self._parked = (layout, self._norm is not None, bytes(memoryview(blob)))
+            self._parked = (pack({"p": self._params, "s": self._slots, "n": self._norm or {}}),
+                            self._norm is not None)
             self._params = self._slots = self._norm = None
             self._static_meta = None  # (~1.5 KB, pickled again when next needed)
 
     def _unpark(self) -> None:
-        layout, has_norm, blob = self._parked
-        data = bytearray(zstandard.decompress(blob))  # writable, as the arrays were
-        groups: dict[str, dict[str, np.ndarray]] = {"p": {}, "s": {}, "n": {}}
-        offset = 0
-        for g, k, dtype, shape in layout:
-            dt = np.dtype(dtype)
-            count = int(np.prod(shape, dtype=np.int64))
-            groups[g][k] = np.frombuffer(data, dt, count, offset).reshape(shape)
-            offset += count * dt.itemsize
+        packed, has_norm = self._parked
+        groups = unpack(packed, ("p", "s", "n"))
         self._parked = None
         self._params, self._slots = groups["p"], groups["s"]
         self._norm = groups["n"] if has_norm else None
@@ -485,9 +496,10 @@ class TrainerState:
         done = rows = 0  # batches and windows trained ahead
         if ahead is not None and ahead.fits(self, batches):
             done, rows = len(ahead.batches), sum(ahead.job.sizes)
-            if ahead.norm is not None:
-                self.norm = ahead.norm
-            preds.append(self._commit(ahead.job, ahead.result, ahead.back, windows[:rows]))
+            result, norm = ahead.taken()
+            if norm is not None:
+                self.norm = norm
+            preds.append(self._commit(ahead.job, result, ahead.back, windows[:rows]))
         if done < len(batches):
             rest = windows[rows:]
             job, back, norm = self._job(batches[done:], rest, y[rows:],
@@ -700,12 +712,11 @@ class TrainerState:
                     "tenant_id": self.tenant_id, "trainer_id": self.trainer_id,
                     "model": _as_dict(self.model), "config": _as_dict(self.config)}, 5)
             return pickle.dumps((self._static_meta, self._dynamic_meta()), 5)
-        # The arrays compressed: hashed inputs leave them almost all zero (measured: a linear
-        # tenant's 37.7 KB in 0.7 KB, encoded in the same 45 us, since sha256 then hashes less)
+        # The arrays packed (state/packed.py): hashed inputs leave them almost all zero
         if key == "w":
-            return encode(Snapshot(manifest={}, arrays=self._arrays()), "zstd").data
+            return _packed_part(self._arrays())
         if key == "j":
-            return encode(Snapshot(manifest={}, arrays=self._judge_arrays()), "zstd").data
+            return _packed_part(self._judge_arrays())
         kind, ident = key[0], key[2:]
         if kind == "q":
             return self._queued_at(int(ident) - self.queue_start).to_state()
@@ -744,8 +755,8 @@ class TrainerState:
                 early.append((seq, k[2:], label))
         meta["awaiting"] = [(seq, w.window_id, w) for seq, w in sorted(awaiting)]
         meta["early_labels"] = sorted(early)
-        judges = decode(parts["j"], None).arrays if "j" in parts else {}
-        return cls._from_meta(meta, decode(parts["w"], None).arrays, judges, config)
+        judges = _part_arrays(parts["j"]) if "j" in parts else {}
+        return cls._from_meta(meta, _part_arrays(parts["w"]), judges, config)
 
     def to_bytes(self) -> bytes:
         meta = dict(self._meta(), queued=[w.to_dict() for w in self._queued()],
@@ -818,7 +829,25 @@ class TrainerState:
         self.step = int(snap.manifest.get("steps", 0))
 
 
-_LAYOUTS: dict[tuple, tuple] = {}  # park() layouts, one object per distinct layout
+@lru_cache(maxsize=64)
+def _fresh_arrays(model: ModelConfig, learning_rate: float) -> tuple[dict, dict, dict | None]:
+    """A new trainer's params, slots and input statistics, made once per model config and
+    rate (every new tenant copies them)."""
+    params = init_params(model)
+    norm = standardize.init_stats(model.input_width) if model.standardize else None
+    return params, init_slots(model, params, learning_rate), norm
+
+
+def _packed_part(arrays: dict[str, np.ndarray]) -> bytes:
+    packed = pack({"a": arrays})
+    return pickle.dumps((packed.layout, packed.blob), 5)
+
+
+def _part_arrays(part: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a "w" or "j" part: packed, or (parts saved before) a snapshot encoding."""
+    if part[:1] != b"\x80":  # (not a pickle: a zstd frame)
+        return decode(part, None).arrays
+    return unpack(Packed(*pickle.loads(part)), ("a",))["a"]
 
 
 @lru_cache(maxsize=64)

@@ -2,6 +2,8 @@
 what each gets trained alone: the same weights, slots, losses, shadow predictions and snapshots,
 whichever tenants share a TensorFlow call and wherever a tenant sits in it."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,10 @@ from model.network import ModelConfig, TrainJob, init_params, init_slots, learne
 from model.snapshot import encode
 from pipelines.local_job import run_local
 from runners.embedded import demo_config
+from state import train_group
+from state.parse import parse_message
 from state.scenario import ScenarioSpec, generate
+from state.tenant import TenantPipeline
 from state.train_group import TrainGroup
 from state.trainer import TrainerConfig, TrainerState
 from tests.core.test_trainer import stream
@@ -109,3 +114,43 @@ def test_a_result_trained_ahead_is_dropped_when_the_trainer_moved():
         again.on_window(w)
     assert [d.shadow_prediction for d in b.drain().deltas] == \
         [d.shadow_prediction for d in again.drain().deltas]
+
+
+def test_tenants_ending_in_another_order_than_they_released_share_calls_and_end_as_alone(
+        monkeypatch):
+    """At the end of a bounded input Flink releases every tenant, then fires their end turns in
+    its timer queue's order, not the order they released in (transforms/flink/functions.py
+    RELEASE_AT_END). The group still trains their last batches together; the results wait for
+    their turns, packed past PLAIN_HELD_BYTES (state/packed.py), and each tenant ends exactly
+    as it does alone."""
+    monkeypatch.setattr(train_group, "PLAIN_HELD_BYTES", 300_000)  # a few plain, most packed
+    lines, expected = generate(ScenarioSpec(tenants=40, windows_per_tenant=6, seed=5))
+    cfg = demo_config()
+    group = TrainGroup()
+    pipes: dict[str, TenantPipeline] = {}
+    outs: dict[str, list] = {}
+    for line in lines:
+        parsed = parse_message(line)
+        if parsed.ok:
+            tid = parsed.record.tenant_id
+            if tid not in pipes:
+                pipes[tid] = TenantPipeline.new(tid, cfg).train_in(group)
+            outs.setdefault(tid, []).append(pipes[tid].on_records((parsed.record,)))
+    for tid in sorted(pipes):
+        outs[tid].append(pipes[tid].release())
+    calls = group.calls
+    for tid in sorted(pipes, key=lambda t: hashlib.sha256(t.encode()).digest()):
+        outs[tid].append(pipes[tid].end())
+    assert group.calls - calls <= 3 < len(pipes)  # not a call per tenant
+    assert group._packed_size > 0  # (some results waited packed)
+    for tid, p in pipes.items():
+        alone = run_local([ln for ln in lines if f'"{tid}"' in ln], cfg, keep_deltas=True)
+        assert alone.group.trained_ahead == 0
+        mine = [(d.prediction_id, d.shadow_prediction) for o in outs[tid] for d in o.deltas]
+        assert mine == [(d.prediction_id, d.shadow_prediction) for d in alone.deltas], tid
+        kept = alone.tenants[tid].pipeline.trainer
+        for mine, theirs in ((p.trainer.params, kept.params), (p.trainer.slots, kept.slots),
+                             (p.trainer.norm, kept.norm)):
+            assert mine.keys() == theirs.keys()
+            assert all(np.array_equal(mine[k], theirs[k]) for k in theirs), tid
+        assert p.trainer.scores() == kept.scores() and p.trainer.trained == kept.trained > 0

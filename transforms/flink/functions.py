@@ -35,6 +35,11 @@ from transforms.flink.metrics import TenantValues, counter
 from transforms.publish import DriftGovernor, SnapshotPublisher, first_record, refresh_champion
 
 END_OF_INPUT = (1 << 63) - 1  # Flink's final watermark: timers here fire when a bounded input ends
+# When a bounded input ends, every tenant's timer here fires before any tenant's END_OF_INPUT
+# timer (one watermark pass fires timers in time order): each releases what it holds first, so
+# that at the END_OF_INPUT turns their last batches wait together and train in shared calls
+# (state/train_group.py) instead of one TensorFlow call per tenant.
+RELEASE_AT_END = END_OF_INPUT - 1
 # A tenant's arrivals wait in keyed state and are handed to its pipeline together: when the
 # watermark next moves, after FLUSH_ROWS of them, or after FLUSH_AFTER_MS of processing time.
 FLUSH_ROWS = 256
@@ -246,7 +251,7 @@ class TenantFunction(KeyedProcessFunction):
     def _arm_flush(self, tenant: str, ctx) -> None:
         service = ctx.timer_service()
         watermark = service.current_watermark()
-        if tenant not in self._flush_at and watermark < END_OF_INPUT - 1:
+        if tenant not in self._flush_at and watermark < RELEASE_AT_END - 1:
             self._flush_at[tenant] = watermark + 1
             service.register_event_time_timer(watermark + 1)
         if tenant not in self._flush_wall_at:
@@ -259,7 +264,7 @@ class TenantFunction(KeyedProcessFunction):
         also a timer the pipeline or the quiet release wants.)"""
         service = ctx.timer_service()
         at = self._flush_at.pop(tenant, None)
-        if at is not None and at not in self._armed.get(tenant, ()) and at != END_OF_INPUT:
+        if at is not None and at not in self._armed.get(tenant, ()) and at < RELEASE_AT_END:
             service.delete_event_time_timer(at)
         wall = self._flush_wall_at.pop(tenant, None)
         if wall is not None and self._quiet_at.get(tenant) != wall:
@@ -278,6 +283,7 @@ class TenantFunction(KeyedProcessFunction):
         self._disarm_flush(tenant, ctx)
         p = self._load(tenant)
         if p.is_new:
+            ctx.timer_service().register_event_time_timer(RELEASE_AT_END)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         feedback = sum(1 for rec in held if isinstance(rec, Feedback))
         self._count("windows_in", len(held) - feedback)
@@ -301,7 +307,7 @@ class TenantFunction(KeyedProcessFunction):
             flush_only = self._flush_at.get(tenant) == timestamp
             if flush_only:
                 del self._flush_at[tenant]
-                flush_only = timestamp not in armed and timestamp != END_OF_INPUT
+                flush_only = timestamp not in armed and timestamp < RELEASE_AT_END
         yield from self._flush(tenant, ctx)  # what arrived before this timer, first
         if flush_only:
             return
@@ -310,6 +316,9 @@ class TenantFunction(KeyedProcessFunction):
             yield from self._on_quiet_timer(p, timestamp, ctx)
             return
         armed.discard(timestamp)
+        if timestamp == RELEASE_AT_END:
+            yield from self._finish(p, p.release(), ctx, arm=False)
+            return
         if timestamp == END_OF_INPUT:
             yield from self._finish(p, p.end(), ctx, arm=False)
             for stats in p.end_stats():
@@ -346,7 +355,7 @@ class TenantFunction(KeyedProcessFunction):
             # which is cheaper than letting it call back into Python to find nothing to do.
             armed = self._armed.get(p.tenant_id, set())
             watermark = ctx.timer_service().current_watermark()
-            wanted = set(p.timers(watermark if watermark < END_OF_INPUT - 2 else None))
+            wanted = set(p.timers(watermark if watermark < RELEASE_AT_END - 1 else None))
             if wanted != armed:
                 service = ctx.timer_service()
                 for t in wanted - armed:
