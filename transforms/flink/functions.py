@@ -104,7 +104,9 @@ class TenantFunction(KeyedProcessFunction):
     instead of per window. A batch is taken before any timer of the tenant fires (a flush
     timer at the watermark + 1 fires first whenever the watermark moves), so every decision is
     the one a window-at-a-time operator would make; also after FLUSH_ROWS arrivals and after
-    FLUSH_AFTER_MS of processing time, so a stalled watermark does not hold windows back.
+    FLUSH_AFTER_MS of processing time, so a stalled watermark does not hold windows back. A
+    tenant's first arrival since the watermark last moved is taken at once instead (it has
+    nothing to wait with yet): a tenant that sends rarely costs no buffering.
 
     Keyed state is one MapState of the pipeline's parts: after each batch only the parts it
     changed are written (a held window, a remembered id, the weights after a step, ...), not
@@ -154,6 +156,7 @@ class TenantFunction(KeyedProcessFunction):
         self._flushed: set[str] = set()
         self._flush_at: dict[str, int] = {}
         self._flush_wall_at: dict[str, int] = {}
+        self._taken_in: dict[str, int] = {}  # per tenant, the watermark of its last hand-over
 
     def close(self):
         if self._profile:
@@ -213,8 +216,15 @@ class TenantFunction(KeyedProcessFunction):
             yield DEAD_LETTERS, dead_letter(rec.to_json(), self.limit.reason, "tenant",
                                             _now_ms()).to_json()
             return
-        self.buffer.add(element_text(rec))
         held = self._buffered.get(tenant)
+        if held is None and self._taken_in.get(tenant) != ctx.timer_service().current_watermark():
+            # Nothing of the tenant was taken since the watermark last moved: this arrival is
+            # taken at once (one of many tenants that each send rarely then costs no buffer
+            # write, flush timers or timer callback); the next ones wait to be taken together.
+            yield from self._flush(tenant, ctx)  # (after a restore: what the buffer held)
+            yield from self._take(tenant, [rec], ctx)
+            return
+        self.buffer.add(element_text(rec))
         if held is None:
             held = self._buffered[tenant] = []
         held.append(rec)
@@ -281,6 +291,11 @@ class TenantFunction(KeyedProcessFunction):
         self._buffered.pop(tenant, None)
         self.buffer.clear()
         self._disarm_flush(tenant, ctx)
+        yield from self._take(tenant, held, ctx)
+
+    def _take(self, tenant: str, held: list, ctx):
+        """Hand arrivals to the tenant's pipeline, in arrival order."""
+        self._taken_in[tenant] = ctx.timer_service().current_watermark()
         p = self._load(tenant)
         if p.is_new:
             ctx.timer_service().register_event_time_timer(RELEASE_AT_END)
