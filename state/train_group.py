@@ -41,8 +41,9 @@ class TrainGroup:
         self.calls = 0  # TensorFlow training calls
         self.trained_ahead = 0  # tenants' batches trained in another tenant's call
         self._taken = (0, 0)
-        # trainers holding a result -> the bytes it holds
+        # trainers holding a result -> the bytes it holds, and their sum
         self._holding: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._held = self._held_count = 0
         self._packed_size = 0  # the largest packed result seen (an estimate of the next)
 
     def take_counts(self) -> dict[str, int]:
@@ -53,7 +54,16 @@ class TrainGroup:
 
     def done(self, trainer) -> None:
         """`trainer` took (or dropped) the result it held."""
-        self._holding.pop(trainer, None)
+        nbytes = self._holding.pop(trainer, None)
+        if nbytes is not None:
+            self._held -= nbytes
+            self._held_count -= 1
+
+    def _held_bytes(self) -> int:
+        """The bytes of results held (summed again only when a holder was dropped unseen)."""
+        if len(self._holding) != self._held_count:
+            self._held, self._held_count = sum(self._holding.values()), len(self._holding)
+        return self._held
 
     def waiting(self, trainer) -> None:
         """`trainer` has ready batches (oldest waiting first)."""
@@ -67,7 +77,7 @@ class TrainGroup:
         jobs, aheads, taken = [job], [], []
         rows = scanned = 0
         size = max(_bytes(job), 1)
-        held = sum(self._holding.values())
+        held = self._held_bytes()
         budget = min(self.max_bytes // size, self._room(held, 3 * size))
         for key, other in self._waiting.items():  # oldest first; only as far as it needs
             if rows >= self.max_rows or len(aheads) >= budget or scanned >= 4 * budget:
@@ -90,7 +100,10 @@ class TrainGroup:
             nbytes = ahead.hold(result, packed=held + 3 * size > PLAIN_HELD_BYTES)
             if ahead.packed is not None:
                 self._packed_size = max(self._packed_size, nbytes)
+            self.done(other)  # (a result it held before, if any, is let go)
             self._holding[other] = nbytes
+            self._held += nbytes
+            self._held_count += 1
             held += nbytes
         self.calls += 1
         self.trained_ahead += len(aheads)

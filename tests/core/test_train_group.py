@@ -143,6 +143,7 @@ def test_tenants_ending_in_another_order_than_they_released_share_calls_and_end_
         outs[tid].append(pipes[tid].end())
     assert group.calls - calls <= 3 < len(pipes)  # not a call per tenant
     assert group._packed_size > 0  # (some results waited packed)
+    assert group._held_bytes() == 0 and not group._holding  # every result was taken
     for tid, p in pipes.items():
         alone = run_local([ln for ln in lines if f'"{tid}"' in ln], cfg, keep_deltas=True)
         assert alone.group.trained_ahead == 0
