@@ -10,4 +10,5 @@ that chains them) has one surface, so an engine holds any of them the same way:
 config, not the saved one), `parts()` / `to_bytes()`, `drain_changes(prefix)` and `next_timer()`.
 The dead-letter reasons are in `reasons.py`, one text per rule; `tenant_cache.py` bounds the
 pipelines an engine keeps in memory (parking the idle ones); `train_group.py` lets the tenants an
-engine holds train their ready batches in one TensorFlow call."""
+engine holds train their ready batches in one TensorFlow call; `packed.py` holds a trainer's arrays
+compressed in memory (parked tenants, results waiting for their turn, the `w`/`j` state parts)."""
