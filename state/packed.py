@@ -6,6 +6,7 @@ almost all zero: a linear tenant's ~37 KB pack into ~2 KB, in ~40 us (unpacking 
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,6 +24,19 @@ class Packed:
     @property
     def nbytes(self) -> int:
         return len(self.blob)
+
+    # As bytes (engine state parts): a pickle of the layout and the blob.
+    def to_bytes(self) -> bytes:
+        return pickle.dumps((self.layout, self.blob), 5)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Packed":
+        return cls(*pickle.loads(data))
+
+    @staticmethod
+    def is_packed(data: bytes) -> bool:
+        """Whether `data` is `to_bytes` output (a pickle), not another encoding (a zstd frame)."""
+        return data[:1] == b"\x80"
 
 
 def pack(groups: dict[str, dict[str, np.ndarray]]) -> Packed:

@@ -59,6 +59,12 @@ class TrainGroup:
             self._held -= nbytes
             self._held_count -= 1
 
+    def _hold(self, trainer, nbytes: int) -> None:
+        self.done(trainer)  # (a result it held before, if any, is let go)
+        self._holding[trainer] = nbytes
+        self._held += nbytes
+        self._held_count += 1
+
     def _held_bytes(self) -> int:
         """The bytes of results held (summed again only when a holder was dropped unseen)."""
         if len(self._holding) != self._held_count:
@@ -77,8 +83,7 @@ class TrainGroup:
         jobs, aheads, taken = [job], [], []
         rows = scanned = 0
         size = max(_bytes(job), 1)
-        held = self._held_bytes()
-        budget = min(self.max_bytes // size, self._room(held, 3 * size))
+        budget = min(self.max_bytes // size, self._room(self._held_bytes(), 3 * size))
         for key, other in self._waiting.items():  # oldest first; only as far as it needs
             if rows >= self.max_rows or len(aheads) >= budget or scanned >= 4 * budget:
                 break
@@ -95,16 +100,10 @@ class TrainGroup:
             self._waiting.pop(key, None)
         results = learner.train(jobs)
         for (other, ahead), result in zip(aheads, results[1:]):
-            # (a result held plain: new params and slots, and input statistics about twice
-            # their size)
-            nbytes = ahead.hold(result, packed=held + 3 * size > PLAIN_HELD_BYTES)
+            nbytes = ahead.hold(result, packed=self._held + 3 * size > PLAIN_HELD_BYTES)
             if ahead.packed is not None:
                 self._packed_size = max(self._packed_size, nbytes)
-            self.done(other)  # (a result it held before, if any, is let go)
-            self._holding[other] = nbytes
-            self._held += nbytes
-            self._held_count += 1
-            held += nbytes
+            self._hold(other, nbytes)
         self.calls += 1
         self.trained_ahead += len(aheads)
         return results[0]
